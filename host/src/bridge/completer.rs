@@ -1,0 +1,149 @@
+//! The per-request completer: receives the handler's outcome on the loop thread and sends the
+//! finished [`Reply`] to the waiting tokio task.
+//!
+//! GIL: its methods are called from Python (the invoke wrapper), so it is held throughout.
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use pyo3::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::bridge::response::{self, ConvertError};
+use crate::bridge::sdk::sdk;
+use crate::interpreter::format_exception;
+use crate::reply::Reply;
+
+/// Where one request's reply goes, and what to say in the log about it.
+#[pyclass(module = "pyhost")]
+pub struct Completer {
+    reply: Option<oneshot::Sender<Reply>>,
+    request_id: Arc<str>,
+    route: Arc<str>,
+    method: http::Method,
+    handler: Arc<str>,
+    debug: bool,
+}
+
+impl Completer {
+    /// A completer for one request.
+    pub fn new(
+        reply: oneshot::Sender<Reply>,
+        request_id: Arc<str>,
+        route: Arc<str>,
+        method: http::Method,
+        handler: Arc<str>,
+        debug: bool,
+    ) -> Self {
+        Self {
+            reply: Some(reply),
+            request_id,
+            route,
+            method,
+            handler,
+            debug,
+        }
+    }
+
+    /// Sends the reply, once; later calls do nothing.
+    pub fn send_reply(&mut self, reply: Reply) {
+        if let Some(sender) = self.reply.take() {
+            // The client may have gone away; its reply has nowhere to go, which is fine.
+            let _ = sender.send(reply);
+        }
+    }
+
+    /// The generic 500 (with details only in debug mode).
+    pub fn internal_error(&self, error: Option<String>, traceback: Option<String>) -> Reply {
+        let mut body = serde_json::json!({
+            "detail": "Internal Server Error",
+            "request_id": &*self.request_id,
+        });
+        if self.debug {
+            body["error"] = error.into();
+            body["traceback"] = traceback.into();
+        }
+        Reply::json(StatusCode::INTERNAL_SERVER_ERROR, &body)
+    }
+
+    fn conversion_failed(&mut self, err: ConvertError) {
+        tracing::error!(
+            "request {} ({} {}): handler {} returned a value that is not a response: {err}",
+            self.request_id,
+            self.method,
+            self.route,
+            self.handler,
+        );
+        let reply = self.internal_error(Some(err.to_string()), None);
+        self.send_reply(reply);
+    }
+}
+
+#[pymethods]
+impl Completer {
+    /// The handler returned `result`.
+    fn done(&mut self, result: &Bound<'_, PyAny>) {
+        if result.hasattr("__await__").unwrap_or(false) && !result.is_none() {
+            // Close it so Python does not warn that it was never awaited.
+            let _ = result.call_method0("close");
+            return self.conversion_failed(ConvertError::Unserializable {
+                type_name: "coroutine".to_owned(),
+                reason: "the handler returned an awaitable instead of awaiting it".to_owned(),
+            });
+        }
+        match response::from_result(result) {
+            Ok(reply) => self.send_reply(reply),
+            Err(err) => self.conversion_failed(err),
+        }
+    }
+
+    /// The handler raised `exc`.
+    fn fail(&mut self, exc: &Bound<'_, PyAny>) {
+        let py = exc.py();
+        let is_http_error = sdk(py)
+            .map(|sdk| exc.is_instance(sdk.http_error.bind(py)).unwrap_or(false))
+            .unwrap_or(false);
+        if is_http_error {
+            match response::from_http_error(exc) {
+                Ok(reply) => return self.send_reply(reply),
+                Err(err) => return self.conversion_failed(err),
+            }
+        }
+        let err = PyErr::from_value(exc.clone());
+        if err.is_instance_of::<pyo3::exceptions::asyncio::CancelledError>(py) {
+            tracing::warn!(
+                "request {} ({} {}): handler {} was cancelled",
+                self.request_id,
+                self.method,
+                self.route,
+                self.handler,
+            );
+            let reply = Reply::detail(StatusCode::SERVICE_UNAVAILABLE, "Request cancelled");
+            return self.send_reply(reply);
+        }
+        let traceback = format_exception(py, &err);
+        tracing::error!(
+            "request {} ({} {}): handler {} raised an exception\n{traceback}",
+            self.request_id,
+            self.method,
+            self.route,
+            self.handler,
+        );
+        let summary = exc
+            .str()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        let type_name = exc
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        let error = if summary.is_empty() {
+            type_name
+        } else {
+            format!("{type_name}: {summary}")
+        };
+        let reply = self.internal_error(Some(error), Some(traceback));
+        self.send_reply(reply);
+    }
+}

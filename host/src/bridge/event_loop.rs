@@ -1,0 +1,218 @@
+//! The interpreter's loop thread: imports the handler package, then runs the asyncio loop
+//! (uvloop when configured or available) and dispatches queued requests as tasks.
+//!
+//! GIL: this thread holds it whenever it runs Python; the loop releases it while it waits in
+//! epoll. It is the only thread that runs handlers besides the sync-handler pool.
+
+use std::ffi::CString;
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use pyo3::prelude::*;
+use pyo3::types::PyModule;
+
+use crate::bridge::completer::Completer;
+use crate::bridge::pyrequest::PyRequest;
+use crate::bridge::{Job, WakeQueue};
+use crate::config::{Config, EventLoopKind};
+use crate::error::StartupError;
+use crate::interpreter::{self, InterpreterInfo, format_exception};
+use crate::loader::{self, LoadedApp};
+use crate::routing::RouteTable;
+
+const INVOKE_SOURCE: &str = include_str!("invoke.py");
+
+type Ready = (RouteTable, InterpreterInfo);
+
+/// Loads the handler package on the current thread without serving (for `check`/`routes`).
+pub fn inspect(config: &Config) -> Result<Ready, StartupError> {
+    interpreter::initialize(config)?;
+    Python::attach(|py| load_and_compile(py, config).map(|(ready, _)| ready))
+}
+
+fn load_and_compile(py: Python<'_>, config: &Config) -> Result<(Ready, LoadedApp), StartupError> {
+    let info = interpreter::prepare_paths(py, config).map_err(|err| StartupError::Interpreter {
+        file: config.source.clone(),
+        message: format_exception(py, &err),
+    })?;
+    let loaded = loader::load(py, config)?;
+    let table = RouteTable::build(&loaded.specs).map_err(|err| StartupError::Routes {
+        file: config.source.clone(),
+        module: config.app.module.clone(),
+        router: config.app.router.clone(),
+        message: err.to_string(),
+    })?;
+    Ok(((table, info), loaded))
+}
+
+/// Starts the loop thread and waits until the package is loaded (or failed to load).
+///
+/// Returns the route table and a receiver that yields once the loop thread has finished.
+pub fn spawn(
+    config: &Config,
+    queue: Arc<WakeQueue<Job>>,
+) -> Result<(Ready, mpsc::Receiver<()>), StartupError> {
+    interpreter::initialize(config)?;
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<Ready, StartupError>>();
+    let (stopped_tx, stopped_rx) = mpsc::channel::<()>();
+    let thread_config = config.clone();
+    std::thread::Builder::new()
+        .name("pyhost-loop".to_owned())
+        .spawn(move || {
+            Python::attach(|py| {
+                let loaded = match load_and_compile(py, &thread_config) {
+                    Ok((ready, loaded)) => {
+                        let _ = ready_tx.send(Ok(ready));
+                        loaded
+                    }
+                    Err(err) => {
+                        let _ = ready_tx.send(Err(err));
+                        return;
+                    }
+                };
+                if let Err(err) = run_loop(py, &thread_config, queue, loaded) {
+                    tracing::error!("the event loop stopped with an error\n{}", format_exception(py, &err));
+                }
+            });
+            let _ = stopped_tx.send(());
+        })
+        .map_err(|err| StartupError::Interpreter {
+            file: config.source.clone(),
+            message: format!("cannot start the interpreter thread: {err}"),
+        })?;
+    let ready = ready_rx.recv().map_err(|_| StartupError::Interpreter {
+        file: config.source.clone(),
+        message: "the interpreter thread ended while loading the handler package".to_owned(),
+    })??;
+    Ok((ready, stopped_rx))
+}
+
+fn new_event_loop<'py>(py: Python<'py>, kind: EventLoopKind) -> PyResult<Bound<'py, PyAny>> {
+    let asyncio = py.import("asyncio")?;
+    let uvloop = match kind {
+        EventLoopKind::Asyncio => None,
+        EventLoopKind::Uvloop => Some(py.import("uvloop")?),
+        EventLoopKind::Auto => py.import("uvloop").ok(),
+    };
+    let event_loop = match uvloop {
+        Some(uvloop) => uvloop.call_method0("new_event_loop")?,
+        None => asyncio.call_method0("new_event_loop")?,
+    };
+    asyncio.call_method1("set_event_loop", (&event_loop,))?;
+    Ok(event_loop)
+}
+
+/// Runs the event loop until the queue is told to stop. GIL: held (`py`), released by the
+/// loop while it waits.
+fn run_loop(
+    py: Python<'_>,
+    config: &Config,
+    queue: Arc<WakeQueue<Job>>,
+    loaded: LoadedApp,
+) -> PyResult<()> {
+    let event_loop = new_event_loop(py, config.server.event_loop)?;
+    let executor = py
+        .import("concurrent.futures")?
+        .getattr("ThreadPoolExecutor")?
+        .call(
+            (),
+            Some(&pyo3::types::PyDict::from_sequence(
+                &pyo3::types::PyList::new(
+                    py,
+                    [
+                        ("max_workers", config.server.sync_threads.into_pyobject(py)?.into_any()),
+                        ("thread_name_prefix", "pyhost-sync".into_pyobject(py)?.into_any()),
+                    ],
+                )?
+                .into_any(),
+            )?),
+        )?;
+    let source = CString::new(INVOKE_SOURCE).map_err(|err| {
+        pyo3::exceptions::PyValueError::new_err(err.to_string())
+    })?;
+    let invoke = PyModule::from_code(py, &source, c"pyhost_invoke.py", c"pyhost_invoke")?;
+    let invokers = invoke.getattr("make_invokers")?.call1((&event_loop, &executor))?;
+    let (invoke_async, invoke_sync): (Py<PyAny>, Py<PyAny>) = invokers.extract()?;
+
+    let is_async = loaded.specs.iter().map(|spec| spec.is_async).collect();
+    let dispatcher = Dispatcher {
+        queue: queue.clone(),
+        handlers: loaded.handlers,
+        is_async,
+        invoke_async,
+        invoke_sync,
+        create_task: event_loop.getattr("create_task")?.unbind(),
+        event_loop: event_loop.clone().unbind(),
+        debug: config.server.debug,
+    };
+    event_loop.call_method1("add_reader", (queue.fd(), Py::new(py, dispatcher)?))?;
+    event_loop.call_method0("run_forever")?;
+    executor.call_method1("shutdown", (false,))?;
+    Ok(())
+}
+
+/// Called by the event loop whenever the wake-up socket is readable.
+#[pyclass(module = "pyhost")]
+struct Dispatcher {
+    queue: Arc<WakeQueue<Job>>,
+    handlers: Vec<Py<PyAny>>,
+    is_async: Vec<bool>,
+    invoke_async: Py<PyAny>,
+    invoke_sync: Py<PyAny>,
+    create_task: Py<PyAny>,
+    event_loop: Py<PyAny>,
+    debug: bool,
+}
+
+impl Dispatcher {
+    /// Starts one handler call as a task. GIL: held (`py`).
+    fn dispatch(&self, py: Python<'_>, job: Job) {
+        let completer = Completer::new(
+            job.reply,
+            job.data.request_id.clone(),
+            job.data.route.clone(),
+            job.data.method.clone(),
+            job.handler,
+            self.debug,
+        );
+        // If even the completer cannot be allocated, dropping it drops the reply sender and
+        // the waiting tokio task answers 500 on its own.
+        let Ok(completer) = Py::new(py, completer) else {
+            return;
+        };
+        let invoke = if self.is_async[job.route] {
+            &self.invoke_async
+        } else {
+            &self.invoke_sync
+        };
+        let started = Py::new(py, PyRequest::new(job.data))
+            .and_then(|request| {
+                invoke.bind(py).call1((
+                    self.handlers[job.route].bind(py),
+                    request,
+                    completer.clone_ref(py),
+                ))
+            })
+            .and_then(|coroutine| self.create_task.bind(py).call1((coroutine,)));
+        if let Err(err) = started {
+            tracing::error!("could not start a handler task\n{}", format_exception(py, &err));
+            let mut completer = completer.borrow_mut(py);
+            let reply = completer.internal_error(Some(err.to_string()), None);
+            completer.send_reply(reply);
+        }
+    }
+}
+
+#[pymethods]
+impl Dispatcher {
+    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        if self.queue.is_stopping() {
+            self.event_loop.bind(py).call_method0("stop")?;
+            return Ok(());
+        }
+        for job in self.queue.drain() {
+            self.dispatch(py, job);
+        }
+        Ok(())
+    }
+}

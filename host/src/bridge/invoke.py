@@ -1,0 +1,38 @@
+"""Host-internal: runs one handler call as its own asyncio task.
+
+Every outcome, including BaseException subclasses such as SystemExit, is handed to the Rust
+completer, so nothing a handler raises can escape into the event loop and stop it.
+"""
+
+import asyncio
+import contextvars
+
+
+def make_invokers(loop, executor):
+    run_in_executor = loop.run_in_executor
+    copy_context = contextvars.copy_context
+    cancelled_error = asyncio.CancelledError
+
+    async def invoke_async(handler, request, completer):
+        try:
+            result = await handler(request)
+        except BaseException as exc:
+            completer.fail(exc)
+            if isinstance(exc, cancelled_error):
+                raise
+        else:
+            completer.done(result)
+
+    async def invoke_sync(handler, request, completer):
+        # The thread runs in a copy of this task's context, so contextvars set by the
+        # handler stay with this request.
+        try:
+            result = await run_in_executor(executor, copy_context().run, handler, request)
+        except BaseException as exc:
+            completer.fail(exc)
+            if isinstance(exc, cancelled_error):
+                raise
+        else:
+            completer.done(result)
+
+    return invoke_async, invoke_sync

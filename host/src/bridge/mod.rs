@@ -1,0 +1,106 @@
+//! The bridge between tokio and the interpreter: one Python thread owns the asyncio loop and
+//! runs every handler; tokio workers hand it requests through a [`WakeQueue`] and await the
+//! reply on a oneshot channel. No tokio worker ever takes the GIL.
+//!
+//! Per request: a worker pushes a [`Job`] (plain Rust data); the loop thread, woken once per
+//! batch, wraps it in a [`PyRequest`](pyrequest::PyRequest), starts the handler as an asyncio
+//! task, and the task's completer converts the outcome into a [`Reply`] and sends it back.
+
+mod completer;
+mod event_loop;
+pub mod json;
+pub mod pyrequest;
+mod queue;
+pub mod response;
+mod sdk;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::config::Config;
+use crate::error::StartupError;
+use crate::interpreter::InterpreterInfo;
+use crate::reply::Reply;
+use crate::request::RequestData;
+use crate::routing::RouteTable;
+
+pub use event_loop::inspect;
+pub use queue::WakeQueue;
+
+/// One request on its way to a handler.
+pub struct Job {
+    /// Route id: index of the handler.
+    pub route: usize,
+    /// `module.qualname` of the handler, for logs.
+    pub handler: Arc<str>,
+    /// The request.
+    pub data: RequestData,
+    /// Where the reply goes.
+    pub reply: oneshot::Sender<Reply>,
+}
+
+/// A running interpreter with its loaded routes, ready to take requests.
+pub struct Bridge {
+    queue: Arc<WakeQueue<Job>>,
+    table: Arc<RouteTable>,
+    info: InterpreterInfo,
+    stopped: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+}
+
+impl Bridge {
+    /// Starts the loop thread: it imports the handler package, compiles the routes and then
+    /// runs the event loop until [`Bridge::shutdown`].
+    pub fn start(config: &Config) -> Result<Self, StartupError> {
+        let queue = Arc::new(WakeQueue::new().map_err(|err| StartupError::Interpreter {
+            file: config.source.clone(),
+            message: format!("cannot create the wake-up socket: {err}"),
+        })?);
+        let (ready, stopped) = event_loop::spawn(config, queue.clone())?;
+        let (table, info) = ready;
+        Ok(Self {
+            queue,
+            table: Arc::new(table),
+            info,
+            stopped: std::sync::Mutex::new(Some(stopped)),
+        })
+    }
+
+    /// The compiled route table.
+    pub fn routes(&self) -> &Arc<RouteTable> {
+        &self.table
+    }
+
+    /// What the interpreter is running with.
+    pub fn interpreter(&self) -> &InterpreterInfo {
+        &self.info
+    }
+
+    /// Hands a request to the loop thread; the reply arrives on the returned channel.
+    pub fn submit(&self, route: usize, handler: Arc<str>, data: RequestData) -> oneshot::Receiver<Reply> {
+        let (reply, receiver) = oneshot::channel();
+        self.queue.push(Job {
+            route,
+            handler,
+            data,
+            reply,
+        });
+        receiver
+    }
+
+    /// Stops the event loop and waits up to `wait` for the loop thread to finish.
+    pub fn shutdown(&self, wait: Duration) {
+        self.queue.stop();
+        let receiver = self
+            .stopped
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(receiver) = receiver {
+            // A handler stuck in a long C call can keep the loop from stopping; the process
+            // exits anyway once the wait is over.
+            let _ = receiver.recv_timeout(wait);
+        }
+    }
+}

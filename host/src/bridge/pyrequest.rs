@@ -1,0 +1,250 @@
+//! The request object handlers receive: a Python class backed by the Rust [`RequestData`].
+//!
+//! Attributes are built on first access and cached, so a handler pays only for what it reads.
+//! Only the loop thread and sync-handler threads touch it, always with the GIL held.
+
+use pyo3::exceptions::{PyKeyError, PyRuntimeError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+
+use crate::bridge::json;
+use crate::bridge::sdk::sdk;
+use crate::request::RequestData;
+use crate::validation::Typed;
+
+/// Names readable both as attributes and as `request["name"]`.
+const KEYS: [&str; 13] = [
+    "method",
+    "path",
+    "url",
+    "query_string",
+    "path_params",
+    "query_params",
+    "query",
+    "headers",
+    "body",
+    "json",
+    "client",
+    "request_id",
+    "route",
+];
+
+/// An HTTP request as a handler sees it.
+#[pyclass(name = "Request", module = "pyhost", frozen)]
+pub struct PyRequest {
+    data: RequestData,
+    path_params: PyOnceLock<Py<PyAny>>,
+    query: PyOnceLock<Py<PyAny>>,
+    query_params: PyOnceLock<Py<PyAny>>,
+    headers: PyOnceLock<Py<PyAny>>,
+    body: PyOnceLock<Py<PyAny>>,
+    json: PyOnceLock<Py<PyAny>>,
+}
+
+impl PyRequest {
+    /// Wraps request data; nothing is converted yet.
+    pub fn new(data: RequestData) -> Self {
+        Self {
+            data,
+            path_params: PyOnceLock::new(),
+            query: PyOnceLock::new(),
+            query_params: PyOnceLock::new(),
+            headers: PyOnceLock::new(),
+            body: PyOnceLock::new(),
+            json: PyOnceLock::new(),
+        }
+    }
+}
+
+fn typed_to_python<'py>(py: Python<'py>, value: &Typed) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match value {
+        Typed::Str(s) => PyString::new(py, s).into_any(),
+        Typed::Int(i) => i.into_pyobject(py)?.into_any(),
+        Typed::Float(f) => f.into_pyobject(py)?.into_any(),
+        Typed::Bool(b) => b.into_pyobject(py)?.to_owned().into_any(),
+        Typed::Uuid(u) => sdk(py)?.uuid.bind(py).call1((u.to_string(),))?,
+        Typed::List(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(typed_to_python(py, item)?)?;
+            }
+            list.into_any()
+        }
+    })
+}
+
+fn typed_dict(py: Python<'_>, items: &[(String, Typed)]) -> PyResult<Py<PyAny>> {
+    let dict = PyDict::new(py);
+    for (key, value) in items {
+        dict.set_item(key, typed_to_python(py, value)?)?;
+    }
+    Ok(dict.into_any().unbind())
+}
+
+fn cached<'py>(
+    py: Python<'py>,
+    cell: &PyOnceLock<Py<PyAny>>,
+    make: impl FnOnce() -> PyResult<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    cell.get_or_try_init(py, make).map(|v| v.bind(py).clone())
+}
+
+#[pymethods]
+impl PyRequest {
+    /// The request method, upper case.
+    #[getter]
+    fn method(&self) -> &str {
+        self.data.method.as_str()
+    }
+
+    /// The percent-decoded path.
+    #[getter]
+    fn path(&self) -> &str {
+        &self.data.path
+    }
+
+    /// The full URL, query string included.
+    #[getter]
+    fn url(&self) -> &str {
+        &self.data.url
+    }
+
+    /// The raw query string, without `?`.
+    #[getter]
+    fn query_string(&self) -> &str {
+        &self.data.query_string
+    }
+
+    /// Typed path parameters.
+    #[getter]
+    fn path_params<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        cached(py, &self.path_params, || typed_dict(py, &self.data.path_params))
+    }
+
+    /// Declared query parameters, validated and typed, defaults filled.
+    #[getter]
+    fn query<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        cached(py, &self.query, || typed_dict(py, &self.data.query))
+    }
+
+    /// Every query pair as a `pyhost.QueryParams` (repeated keys kept).
+    #[getter]
+    fn query_params<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        cached(py, &self.query_params, || {
+            let pairs = PyList::empty(py);
+            for (key, value) in &self.data.query_pairs {
+                pairs.append(PyTuple::new(py, [key.as_str(), value.as_str()])?)?;
+            }
+            Ok(sdk(py)?.query_params.bind(py).call1((pairs,))?.unbind())
+        })
+    }
+
+    /// The headers as a case-insensitive `pyhost.Headers` (repeated headers kept).
+    #[getter]
+    fn headers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        cached(py, &self.headers, || {
+            let pairs = PyList::empty(py);
+            for (name, value) in &self.data.headers {
+                // Header values are bytes on the wire; non-UTF-8 ones are read as Latin-1,
+                // which is what HTTP/1.1 historically meant and never fails.
+                let text = match value.to_str() {
+                    Ok(text) => text.to_owned(),
+                    Err(_) => value.as_bytes().iter().map(|&b| b as char).collect(),
+                };
+                pairs.append(PyTuple::new(py, [name.as_str(), text.as_str()])?)?;
+            }
+            Ok(sdk(py)?.headers.bind(py).call1((pairs,))?.unbind())
+        })
+    }
+
+    /// The whole body.
+    #[getter]
+    fn body<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        cached(py, &self.body, || {
+            Ok(PyBytes::new(py, &self.data.body).into_any().unbind())
+        })
+    }
+
+    /// The body parsed as JSON. Raises `HTTPError(400)` when it is not valid JSON.
+    #[getter]
+    fn json<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        cached(py, &self.json, || {
+            if let Some(value) = &self.data.json {
+                return Ok(json::to_python(py, value)?.unbind());
+            }
+            match serde_json::from_slice::<serde_json::Value>(&self.data.body) {
+                Ok(value) => Ok(json::to_python(py, &value)?.unbind()),
+                Err(err) => Err(PyErr::from_value(sdk(py)?.http_error.bind(py).call1((
+                    400,
+                    format!("Malformed JSON body: {err}"),
+                ))?)),
+            }
+        })
+    }
+
+    /// `(host, port)` of the peer, or None.
+    #[getter]
+    fn client<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self.data.client {
+            Some(addr) => Ok(PyTuple::new(
+                py,
+                [
+                    addr.ip().to_string().into_pyobject(py)?.into_any(),
+                    addr.port().into_pyobject(py)?.into_any(),
+                ],
+            )?
+            .into_any()),
+            None => Ok(py.None().into_bound(py)),
+        }
+    }
+
+    /// This request's id, as in the logs and the `x-request-id` header.
+    #[getter]
+    fn request_id(&self) -> &str {
+        &self.data.request_id
+    }
+
+    /// The matched path template.
+    #[getter]
+    fn route(&self) -> &str {
+        &self.data.route
+    }
+
+    fn __getitem__<'py>(slf: &Bound<'py, Self>, key: &str) -> PyResult<Bound<'py, PyAny>> {
+        if KEYS.contains(&key) {
+            slf.getattr(key)
+        } else {
+            Err(PyKeyError::new_err(key.to_owned()))
+        }
+    }
+
+    #[pyo3(signature = (key, default=None))]
+    fn get<'py>(
+        slf: &Bound<'py, Self>,
+        key: &str,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if KEYS.contains(&key) {
+            slf.getattr(key)
+        } else {
+            Ok(default.unwrap_or_else(|| slf.py().None().into_bound(slf.py())))
+        }
+    }
+
+    fn __contains__(&self, key: &str) -> bool {
+        KEYS.contains(&key)
+    }
+
+    fn keys(&self) -> Vec<&'static str> {
+        KEYS.to_vec()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<Request {} {}>", self.data.method, self.data.path)
+    }
+
+    fn __reduce__(&self) -> PyResult<()> {
+        Err(PyRuntimeError::new_err("a request cannot be pickled"))
+    }
+}

@@ -1,0 +1,35 @@
+//! The Python classes the bridge builds or recognises, looked up once.
+//! GIL: held by every caller (they pass `Python`).
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+
+/// Classes from the `pyhost` SDK and the standard library the bridge needs.
+pub struct Sdk {
+    /// `pyhost.Headers`.
+    pub headers: Py<PyAny>,
+    /// `pyhost.QueryParams`.
+    pub query_params: Py<PyAny>,
+    /// `pyhost.Response`.
+    pub response: Py<PyAny>,
+    /// `pyhost.HTTPError`.
+    pub http_error: Py<PyAny>,
+    /// `uuid.UUID`.
+    pub uuid: Py<PyAny>,
+}
+
+static SDK: PyOnceLock<Sdk> = PyOnceLock::new();
+
+/// Returns the cached classes, importing them on first use.
+pub fn sdk(py: Python<'_>) -> PyResult<&Sdk> {
+    SDK.get_or_try_init(py, || {
+        let pyhost = py.import("pyhost")?;
+        Ok(Sdk {
+            headers: pyhost.getattr("Headers")?.unbind(),
+            query_params: pyhost.getattr("QueryParams")?.unbind(),
+            response: pyhost.getattr("Response")?.unbind(),
+            http_error: pyhost.getattr("HTTPError")?.unbind(),
+            uuid: py.import("uuid")?.getattr("UUID")?.unbind(),
+        })
+    })
+}

@@ -1,0 +1,83 @@
+//! Errors the host reports to whoever started it: each names what to fix.
+
+use std::path::PathBuf;
+
+/// A problem with the config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config file {}: cannot read it: {source}", file.display())]
+    Read {
+        /// The config file.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config file {}: invalid TOML: {message}", file.display())]
+    Syntax {
+        /// The config file.
+        file: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A key is unknown, missing, of the wrong type or has an unusable value.
+    #[error("config file {}: key `{key}`: {message}", file.display())]
+    Invalid {
+        /// The config file.
+        file: PathBuf,
+        /// Dotted path of the offending key, such as `server.listen`.
+        key: String,
+        /// What was wrong and what was expected.
+        message: String,
+    },
+}
+
+/// A problem found while starting the host: config, interpreter, handler package or routes.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The config file is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The embedded interpreter could not be set up.
+    #[error("config file {}: Python interpreter: {message}", file.display())]
+    Interpreter {
+        /// The config file.
+        file: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// Importing the handler package (or the pyhost SDK) failed; carries the Python traceback.
+    #[error("config file {}: key `{key}`: {message}", file.display())]
+    Import {
+        /// The config file.
+        file: PathBuf,
+        /// The config key naming what was imported.
+        key: String,
+        /// What failed, with the Python traceback.
+        message: String,
+    },
+    /// The router's routes are inconsistent (declared twice, bad template, bad declaration).
+    #[error("config file {}: routes of `{module}.{router}`: {message}", file.display())]
+    Routes {
+        /// The config file.
+        file: PathBuf,
+        /// Module holding the router.
+        module: String,
+        /// Router attribute.
+        router: String,
+        /// What is wrong, naming the handlers involved.
+        message: String,
+    },
+    /// Binding the listening socket failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address from the config or the command line.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The async runtime could not be built.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}

@@ -1,0 +1,214 @@
+//! # pyhost
+//!
+//! An embeddable handler runtime: a Rust host that embeds CPython, loads a Python handler
+//! package named in a config file, routes and validates HTTP requests in Rust, and runs the
+//! matching handlers as asyncio coroutines on one event loop owned by the host.
+//!
+//! ```no_run
+//! use pyhost::{Config, Host, ShutdownSignals};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let runtime = tokio::runtime::Runtime::new()?;
+//! // Signals first: the interpreter must not take SIGINT for itself.
+//! let signals = runtime.block_on(async { ShutdownSignals::install() })?;
+//! let config = Config::load("pyhost.toml".as_ref())?;
+//! let host = Host::start(config)?;
+//! runtime.block_on(async {
+//!     let listener = tokio::net::TcpListener::bind(host.config().server.listen).await?;
+//!     host.serve(listener, signals.recv()).await;
+//!     Ok::<_, std::io::Error>(())
+//! })?;
+//! host.shutdown();
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A request flows through the modules in this order: [`server`] accepts it, `service` routes
+//! it with the `routing` table and checks it with `validation`, the `bridge` hands it to the
+//! interpreter's loop thread, and the handler's result comes back as a `Reply`.
+
+mod bridge;
+pub mod config;
+pub mod error;
+mod interpreter;
+mod loader;
+mod reply;
+mod request;
+mod routing;
+pub mod server;
+mod service;
+mod signals;
+mod spec;
+mod validation;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+
+pub use config::Config;
+pub use error::{ConfigError, StartupError};
+pub use signals::ShutdownSignals;
+
+/// A route as `pyhost routes` lists it.
+#[derive(Debug, Clone)]
+pub struct RouteInfo {
+    /// HTTP method.
+    pub method: String,
+    /// Path template.
+    pub path: String,
+    /// `module.qualname` of the handler.
+    pub handler: String,
+    /// Declared query parameters, described (`limit:int=10`, `q:str (required)`).
+    pub query: Vec<String>,
+    /// Whether a JSON body is declared.
+    pub has_body: bool,
+    /// Whether the handler is `async def`.
+    pub is_async: bool,
+}
+
+/// What the embedded interpreter runs with.
+#[derive(Debug, Clone)]
+pub struct InterpreterReport {
+    /// `sys.version`.
+    pub version: String,
+    /// `sys.executable`.
+    pub executable: String,
+    /// `sys.prefix`.
+    pub prefix: String,
+    /// `sys.base_prefix`.
+    pub base_prefix: String,
+    /// `sys.path`.
+    pub path: Vec<String>,
+    /// The virtualenv in use and where it was named (`app.venv` or `VIRTUAL_ENV`).
+    pub venv: Option<(String, &'static str)>,
+}
+
+/// A loaded handler package, inspected without serving (`pyhost check` / `pyhost routes`).
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    /// The interpreter's state.
+    pub interpreter: InterpreterReport,
+    /// Every route.
+    pub routes: Vec<RouteInfo>,
+}
+
+/// Loads the config's handler package on this thread and describes it.
+pub fn inspect(config: &Config) -> Result<Inspection, StartupError> {
+    let (table, info) = bridge::inspect(config)?;
+    Ok(Inspection {
+        interpreter: report(config, info)?,
+        routes: route_infos(&table),
+    })
+}
+
+fn report(config: &Config, info: interpreter::InterpreterInfo) -> Result<InterpreterReport, StartupError> {
+    let venv = interpreter::venv_for(config)?
+        .map(|choice| (choice.path.display().to_string(), choice.origin));
+    Ok(InterpreterReport {
+        version: info.version,
+        executable: info.executable,
+        prefix: info.prefix,
+        base_prefix: info.base_prefix,
+        path: info.path,
+        venv,
+    })
+}
+
+fn route_infos(table: &routing::RouteTable) -> Vec<RouteInfo> {
+    table
+        .routes()
+        .map(|route| RouteInfo {
+            method: route.method.to_string(),
+            path: route.template.to_string(),
+            handler: route.handler_name.to_string(),
+            query: route
+                .query
+                .iter()
+                .map(|param| {
+                    let spec = &param.spec;
+                    let kind = if spec.multiple {
+                        format!("list[{}]", spec.kind.as_str())
+                    } else {
+                        spec.kind.as_str().to_owned()
+                    };
+                    match (&spec.default, spec.required) {
+                        (_, true) => format!("{}:{kind} (required)", param.name),
+                        (Some(default), false) if !default.is_null() => {
+                            format!("{}:{kind}={default}", param.name)
+                        }
+                        _ => format!("{}:{kind}?", param.name),
+                    }
+                })
+                .collect(),
+            has_body: route.body_schema.is_some(),
+            is_async: route.is_async,
+        })
+        .collect()
+}
+
+/// A running host: interpreter, loaded handlers and the HTTP service in front of them.
+pub struct Host {
+    config: Config,
+    bridge: Arc<bridge::Bridge>,
+    service: Arc<service::HttpService>,
+}
+
+impl Host {
+    /// Starts the interpreter, imports the handler package and compiles its routes.
+    ///
+    /// Install [`ShutdownSignals`] (or your own handlers) before calling this.
+    pub fn start(config: Config) -> Result<Self, StartupError> {
+        let bridge = Arc::new(bridge::Bridge::start(&config)?);
+        let service = Arc::new(service::HttpService::new(
+            bridge.clone(),
+            config.server.body_limit,
+            config.server.listen,
+        ));
+        Ok(Self {
+            config,
+            bridge,
+            service,
+        })
+    }
+
+    /// The config the host runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Every route of the loaded package.
+    pub fn routes(&self) -> Vec<RouteInfo> {
+        route_infos(self.bridge.routes())
+    }
+
+    /// Answers one request (for hosts that run their own server).
+    pub async fn handle<B>(&self, request: http::Request<B>, client: Option<SocketAddr>) -> http::Response<Full<Bytes>>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.service.handle(request, client).await
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains within `server.shutdown_grace`.
+    /// Returns whether every in-flight request finished in time.
+    pub async fn serve(&self, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()>) -> bool {
+        server::serve(
+            listener,
+            self.service.clone(),
+            shutdown,
+            self.config.server.shutdown_grace,
+        )
+        .await
+    }
+
+    /// Stops the event loop. The interpreter itself is never finalised: extension modules and
+    /// `Py` handles still alive on other threads make that unsafe, and the process is ending.
+    pub fn shutdown(&self) {
+        self.bridge.shutdown(Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,172 @@
+//! The `pyhost` command: a thin CLI over the library.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pyhost::{Config, Host, ShutdownSignals, StartupError};
+
+#[derive(Parser)]
+#[command(name = "pyhost", version, about = "Serve a Python handler package from an embedded interpreter")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the handler package over HTTP.
+    Serve {
+        /// The config file.
+        #[arg(long, short, default_value = "pyhost.toml")]
+        config: PathBuf,
+        /// Listen address HOST:PORT, overriding `server.listen` (port 0 picks a free port).
+        #[arg(long, value_parser = parse_listen)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Print the route table: method, path, handler and declared parameters.
+    Routes {
+        /// The config file.
+        #[arg(long, short, default_value = "pyhost.toml")]
+        config: PathBuf,
+    },
+    /// Load the config and the handler package, report problems, exit non-zero on any.
+    Check {
+        /// The config file.
+        #[arg(long, short, default_value = "pyhost.toml")]
+        config: PathBuf,
+    },
+}
+
+fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
+    pyhost::config::parse_listen(text)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PYHOST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let outcome = match cli.command {
+        Command::Serve { config, listen } => serve(&config, listen),
+        Command::Routes { config } => routes(&config),
+        Command::Check { config } => check(&config),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("pyhost: error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> Result<ExitCode, StartupError> {
+    let mut config = Config::load(path)?;
+    if let Some(listen) = listen {
+        config.server.listen = listen;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("pyhost-io")
+        .build()
+        .map_err(StartupError::Runtime)?;
+    let signals = runtime.block_on(async { ShutdownSignals::install() }).map_err(StartupError::Runtime)?;
+    let host = Host::start(config)?;
+    let addr = host.config().server.listen;
+    let drained = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        let local = listener.local_addr().map_err(|source| StartupError::Bind { addr, source })?;
+        tracing::info!("serving {} routes", host.routes().len());
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "listening on http://{local}");
+        let _ = stdout.flush();
+        drop(stdout);
+        Ok::<_, StartupError>(host.serve(listener, signals.recv()).await)
+    })?;
+    host.shutdown();
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    if !drained {
+        tracing::warn!("exiting with requests still in flight");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn routes(path: &std::path::Path) -> Result<ExitCode, StartupError> {
+    let config = Config::load(path)?;
+    let inspection = pyhost::inspect(&config)?;
+    let rows: Vec<[String; 5]> = inspection
+        .routes
+        .iter()
+        .map(|route| {
+            [
+                route.method.clone(),
+                route.path.clone(),
+                route.handler.clone(),
+                if route.query.is_empty() {
+                    "-".to_owned()
+                } else {
+                    format!("query: {}", route.query.join(", "))
+                },
+                if route.has_body { "body: json-schema" } else { "body: -" }.to_owned(),
+            ]
+        })
+        .collect();
+    let headers = ["METHOD", "PATH", "HANDLER", "QUERY", "BODY"].map(str::to_owned);
+    let mut widths = [0usize; 5];
+    for row in std::iter::once(&headers).chain(rows.iter()) {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    for row in std::iter::once(&headers).chain(rows.iter()) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:width$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(path: &std::path::Path) -> Result<ExitCode, StartupError> {
+    let config = Config::load(path)?;
+    let inspection = pyhost::inspect(&config)?;
+    let interp = &inspection.interpreter;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "config:      {}", config.source.display());
+    let _ = writeln!(out, "python:      {}", interp.version.replace('\n', " "));
+    let _ = writeln!(out, "executable:  {}", interp.executable);
+    let _ = writeln!(out, "prefix:      {} (base {})", interp.prefix, interp.base_prefix);
+    match &interp.venv {
+        Some((venv, origin)) => {
+            let _ = writeln!(out, "venv:        {venv} (from {origin})");
+        }
+        None => {
+            let _ = writeln!(out, "venv:        none");
+        }
+    }
+    let _ = writeln!(out, "sys.path:");
+    for entry in &interp.path {
+        let _ = writeln!(out, "  {entry}");
+    }
+    let _ = writeln!(
+        out,
+        "module:      {} (router `{}`), {} routes",
+        config.app.module,
+        config.app.router,
+        inspection.routes.len()
+    );
+    let _ = writeln!(out, "ok");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,277 @@
+//! One request, start to finish: route it, read and check it, dispatch it, answer it.
+//!
+//! Everything here runs on tokio workers and never touches Python; the only hand-off to the
+//! interpreter is [`Bridge::submit`], which returns a channel the worker awaits.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http::header::{ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use percent_encoding::percent_decode_str;
+
+use crate::bridge::Bridge;
+use crate::reply::Reply;
+use crate::request::RequestData;
+use crate::routing::{Lookup, Route};
+use crate::validation::{self, FieldError};
+
+/// The host's request handler: stateless apart from the bridge and the request counter.
+pub struct HttpService {
+    bridge: Arc<Bridge>,
+    body_limit: u64,
+    default_host: String,
+    id_prefix: String,
+    next_id: AtomicU64,
+}
+
+/// A response to send, with what the connection should do afterwards.
+struct Answer {
+    reply: Reply,
+    head: bool,
+    close: bool,
+}
+
+impl Answer {
+    fn new(reply: Reply) -> Self {
+        Self {
+            reply,
+            head: false,
+            close: false,
+        }
+    }
+}
+
+impl HttpService {
+    /// A service dispatching to `bridge`.
+    pub fn new(bridge: Arc<Bridge>, body_limit: u64, listen: SocketAddr) -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default()
+            ^ u64::from(std::process::id());
+        Self {
+            bridge,
+            body_limit,
+            default_host: listen.to_string(),
+            id_prefix: format!("{:08x}", (seed ^ (seed >> 32)) as u32),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Answers one request. Never fails: every problem becomes an HTTP error response.
+    pub async fn handle<B>(&self, request: Request<B>, client: Option<SocketAddr>) -> Response<Full<Bytes>>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let request_id: Arc<str> = Arc::from(format!("{}-{id:x}", self.id_prefix));
+        let answer = self.answer(request, client, &request_id).await;
+        into_response(answer, &request_id)
+    }
+
+    async fn answer<B>(&self, request: Request<B>, client: Option<SocketAddr>, request_id: &Arc<str>) -> Answer
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = request.into_parts();
+        let table = self.bridge.routes().clone();
+        let (route, raw_params, head) = match table.lookup(&parts.method, parts.uri.path()) {
+            Lookup::NotFound => return Answer::new(Reply::detail(StatusCode::NOT_FOUND, "Not Found")),
+            Lookup::MethodNotAllowed(allow) => {
+                let mut reply = Reply::detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+                if let Ok(value) = HeaderValue::from_str(allow) {
+                    reply.headers.push((ALLOW, value));
+                }
+                return Answer::new(reply);
+            }
+            Lookup::Found { route, params, head } => (route, params, head),
+        };
+
+        let declared_length = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared_length.is_some_and(|length| length > self.body_limit) {
+            return self.too_large();
+        }
+        let body = match Limited::new(body, usize::try_from(self.body_limit).unwrap_or(usize::MAX))
+            .collect()
+            .await
+        {
+            Ok(collected) => collected.to_bytes(),
+            Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => return self.too_large(),
+            Err(err) => {
+                let mut answer = Answer::new(Reply::detail(
+                    StatusCode::BAD_REQUEST,
+                    format!("Could not read the request body: {err}"),
+                ));
+                answer.close = true;
+                return answer;
+            }
+        };
+
+        let mut params = Vec::with_capacity(raw_params.len());
+        for (name, raw) in raw_params {
+            match percent_decode_str(&raw).decode_utf8() {
+                Ok(text) => params.push((name, text.into_owned())),
+                Err(_) => {
+                    return Answer::new(Reply::detail(
+                        StatusCode::BAD_REQUEST,
+                        format!("Path parameter {name:?} is not valid UTF-8 once percent-decoded"),
+                    ));
+                }
+            }
+        }
+        let query_string = parts.uri.query().unwrap_or_default().to_owned();
+        let query_pairs: Vec<(String, String)> = form_urlencoded::parse(query_string.as_bytes())
+            .into_owned()
+            .collect();
+
+        let mut errors: Vec<FieldError> = Vec::new();
+        let path_params = validation::convert_path(&route.path_params, &params)
+            .unwrap_or_else(|mut e| {
+                errors.append(&mut e);
+                Vec::new()
+            });
+        let query = validation::validate_query(&route.query, &query_pairs).unwrap_or_else(|mut e| {
+            errors.append(&mut e);
+            Vec::new()
+        });
+        let json = match self.check_body(route, &parts.headers, &body) {
+            Ok(json) => json,
+            Err(BodyProblem::Reply(reply)) => return Answer::new(reply),
+            Err(BodyProblem::Fields(mut fields)) => {
+                errors.append(&mut fields);
+                None
+            }
+        };
+        if !errors.is_empty() {
+            return Answer::new(Reply::json(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &serde_json::json!({ "detail": errors }),
+            ));
+        }
+
+        let host = parts
+            .headers
+            .get(HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+            .unwrap_or(&self.default_host);
+        let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let data = RequestData {
+            path: percent_decode_str(parts.uri.path()).decode_utf8_lossy().into_owned(),
+            url: format!("http://{host}{path_and_query}"),
+            method: parts.method,
+            query_string,
+            query_pairs,
+            path_params,
+            query,
+            headers: parts.headers,
+            body,
+            json,
+            client,
+            request_id: request_id.clone(),
+            route: route.template.clone(),
+        };
+        let receiver = self.bridge.submit(route.id, route.handler_name.clone(), data);
+        let reply = match receiver.await {
+            Ok(reply) => reply,
+            Err(_) => {
+                tracing::error!(
+                    request_id = %request_id,
+                    handler = %route.handler_name,
+                    "the handler's task ended without an answer",
+                );
+                Reply::json(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &serde_json::json!({"detail": "Internal Server Error", "request_id": &**request_id}),
+                )
+            }
+        };
+        Answer {
+            reply,
+            head,
+            close: false,
+        }
+    }
+
+    fn too_large(&self) -> Answer {
+        let mut answer = Answer::new(Reply::detail(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Request body too large: the limit is {} bytes", self.body_limit),
+        ));
+        // The rest of the body is never read, so the connection cannot carry another request.
+        answer.close = true;
+        answer
+    }
+
+    fn check_body(
+        &self,
+        route: &Route,
+        headers: &http::HeaderMap,
+        body: &Bytes,
+    ) -> Result<Option<serde_json::Value>, BodyProblem> {
+        let Some(validator) = &route.body else {
+            return Ok(None);
+        };
+        if let Some(content_type) = headers.get(CONTENT_TYPE) {
+            let essence = content_type
+                .to_str()
+                .unwrap_or_default()
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
+            if essence != "application/json" && !essence.ends_with("+json") {
+                return Err(BodyProblem::Reply(Reply::detail(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    format!("Unsupported media type {essence:?}: this route expects application/json"),
+                )));
+            }
+        }
+        let value: serde_json::Value = serde_json::from_slice(body).map_err(|err| {
+            BodyProblem::Reply(Reply::detail(
+                StatusCode::BAD_REQUEST,
+                format!("Malformed JSON body: {err}"),
+            ))
+        })?;
+        validation::validate_body(validator, &value).map_err(BodyProblem::Fields)?;
+        Ok(Some(value))
+    }
+}
+
+enum BodyProblem {
+    Reply(Reply),
+    Fields(Vec<FieldError>),
+}
+
+fn into_response(answer: Answer, request_id: &str) -> Response<Full<Bytes>> {
+    let Answer { reply, head, close } = answer;
+    let length = reply.body.len();
+    let body = if head { Bytes::new() } else { reply.body };
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = reply.status;
+    let headers = response.headers_mut();
+    for (name, value) in reply.headers {
+        headers.append(name, value);
+    }
+    if head && reply.status != StatusCode::NO_CONTENT {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        headers.insert("x-request-id", value);
+    }
+    if close {
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}

@@ -1,0 +1,122 @@
+//! Route declarations as the Python SDK describes them (`Route.spec()`), in plain data.
+//!
+//! The loader reads these once at start-up; routing and validation are compiled from them so
+//! that no request needs Python to decide where it goes or whether it is valid.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// One route as declared by a handler author.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RouteSpec {
+    /// Upper-case HTTP methods.
+    pub methods: Vec<String>,
+    /// Path template such as `/users/{user_id:int}`.
+    pub path: String,
+    /// `module.qualname` of the handler, for logs and error messages.
+    pub name: String,
+    /// Whether the handler is a coroutine function (else it runs on a thread).
+    pub is_async: bool,
+    /// Declared query parameters by name, in declaration order.
+    #[serde(default, deserialize_with = "ordered_map")]
+    pub query: Vec<(String, QuerySpec)>,
+    /// JSON Schema of the request body, when the route declares one.
+    #[serde(default)]
+    pub body_schema: Option<Value>,
+}
+
+/// The scalar type of a path segment or query parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamType {
+    /// Any text.
+    Str,
+    /// A signed 64-bit integer.
+    Int,
+    /// A finite float.
+    Float,
+    /// `true/false`, `1/0`, `yes/no`, `on/off`.
+    Bool,
+    /// A UUID in any of its usual spellings.
+    Uuid,
+    /// The rest of the path, slashes included (path segments only).
+    Path,
+}
+
+impl ParamType {
+    /// The name used in templates and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParamType::Str => "str",
+            ParamType::Int => "int",
+            ParamType::Float => "float",
+            ParamType::Bool => "bool",
+            ParamType::Uuid => "uuid",
+            ParamType::Path => "path",
+        }
+    }
+}
+
+/// A declared query parameter.
+#[derive(Debug, Clone, Deserialize)]
+pub struct QuerySpec {
+    /// Scalar type of each value.
+    #[serde(rename = "type")]
+    pub kind: ParamType,
+    /// Whether a request without it is invalid.
+    pub required: bool,
+    /// Value used when absent (JSON form).
+    #[serde(default)]
+    pub default: Option<Value>,
+    /// Inclusive lower bound for numbers.
+    #[serde(default)]
+    pub ge: Option<f64>,
+    /// Inclusive upper bound for numbers.
+    #[serde(default)]
+    pub le: Option<f64>,
+    /// Exclusive lower bound for numbers.
+    #[serde(default)]
+    pub gt: Option<f64>,
+    /// Exclusive upper bound for numbers.
+    #[serde(default)]
+    pub lt: Option<f64>,
+    /// Minimum length in characters for strings.
+    #[serde(default)]
+    pub min_length: Option<usize>,
+    /// Maximum length in characters for strings.
+    #[serde(default)]
+    pub max_length: Option<usize>,
+    /// Regular expression a string must match (searched, like `re.search`).
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// The only values allowed.
+    #[serde(default)]
+    pub choices: Option<Vec<Value>>,
+    /// Whether the key may repeat; the value is then a list.
+    #[serde(default)]
+    pub multiple: bool,
+}
+
+fn ordered_map<'de, D>(deserializer: D) -> Result<Vec<(String, QuerySpec)>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Vec<(String, QuerySpec)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map of query parameter specs")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(entry) = map.next_entry()? {
+                out.push(entry);
+            }
+            Ok(out)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+    }
+    deserializer.deserialize_any(Visitor)
+}

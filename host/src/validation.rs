@@ -1,0 +1,480 @@
+//! Declared validation, run in Rust before any Python code and without the GIL.
+//!
+//! Path segments and query parameters are converted to typed values and checked against their
+//! constraints; a declared JSON body is checked against its JSON Schema. Every failure becomes a
+//! [`FieldError`] so one 422 response can list all of them.
+
+use regex::Regex;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::spec::{ParamType, QuerySpec};
+
+/// A converted path or query value, still free of Python objects.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Typed {
+    /// `str` and `path` values.
+    Str(String),
+    /// `int` values.
+    Int(i64),
+    /// `float` values.
+    Float(f64),
+    /// `bool` values.
+    Bool(bool),
+    /// `uuid` values (hyphenated lower-case form).
+    Uuid(uuid::Uuid),
+    /// All values of a repeated query key.
+    List(Vec<Typed>),
+}
+
+/// One segment of an error location: a name or a list index.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Loc {
+    /// A field or parameter name.
+    Key(String),
+    /// A position in a list.
+    Index(usize),
+}
+
+/// One failing field, as listed in a 422 body.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldError {
+    /// Where: `["query", "limit"]`, `["body", "items", 0, "price"]`.
+    pub loc: Vec<Loc>,
+    /// What is wrong, for a person.
+    pub msg: String,
+    /// What is wrong, for a program (`int_parsing`, `missing`, a JSON Schema keyword, ...).
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl FieldError {
+    fn new(loc: Vec<Loc>, kind: &str, msg: impl Into<String>) -> Self {
+        Self {
+            loc,
+            msg: msg.into(),
+            kind: kind.to_owned(),
+        }
+    }
+}
+
+/// Parses one raw value as `kind`.
+pub fn parse_scalar(kind: ParamType, raw: &str) -> Result<Typed, (&'static str, String)> {
+    match kind {
+        ParamType::Str | ParamType::Path => Ok(Typed::Str(raw.to_owned())),
+        ParamType::Int => raw.trim().parse::<i64>().map(Typed::Int).map_err(|err| {
+            let msg = match err.kind() {
+                std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow => {
+                    "Input should be an integer between -2^63 and 2^63-1".to_owned()
+                }
+                _ => "Input should be a valid integer".to_owned(),
+            };
+            ("int_parsing", msg)
+        }),
+        ParamType::Float => match raw.trim().parse::<f64>() {
+            Ok(value) if value.is_finite() => Ok(Typed::Float(value)),
+            _ => Err((
+                "float_parsing",
+                "Input should be a valid finite number".to_owned(),
+            )),
+        },
+        ParamType::Bool => match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(Typed::Bool(true)),
+            "false" | "0" | "no" | "off" => Ok(Typed::Bool(false)),
+            _ => Err((
+                "bool_parsing",
+                "Input should be a valid boolean (true/false, 1/0, yes/no, on/off)".to_owned(),
+            )),
+        },
+        ParamType::Uuid => uuid::Uuid::parse_str(raw.trim())
+            .map(Typed::Uuid)
+            .map_err(|_| ("uuid_parsing", "Input should be a valid UUID".to_owned())),
+    }
+}
+
+/// Converts the raw values of typed path segments; `raw` is already percent-decoded.
+pub fn convert_path(
+    params: &[(String, ParamType)],
+    raw: &[(String, String)],
+) -> Result<Vec<(String, Typed)>, Vec<FieldError>> {
+    let mut values = Vec::with_capacity(params.len());
+    let mut errors = Vec::new();
+    for (name, kind) in params {
+        let Some((_, text)) = raw.iter().find(|(key, _)| key == name) else {
+            continue;
+        };
+        match parse_scalar(*kind, text) {
+            Ok(value) => values.push((name.clone(), value)),
+            Err((error_kind, msg)) => errors.push(FieldError::new(
+                vec![Loc::Key("path".into()), Loc::Key(name.clone())],
+                error_kind,
+                msg,
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(values)
+    } else {
+        Err(errors)
+    }
+}
+
+/// A declared query parameter, compiled for checking.
+#[derive(Debug, Clone)]
+pub struct QueryParam {
+    /// Parameter name (the query key).
+    pub name: String,
+    /// The declaration as given.
+    pub spec: QuerySpec,
+    /// Compiled `spec.pattern`.
+    pattern: Option<Regex>,
+    /// `spec.choices` converted to the parameter's type.
+    choices: Option<Vec<Typed>>,
+    /// `spec.default` converted to the parameter's type.
+    default: Option<Typed>,
+}
+
+impl QueryParam {
+    /// Compiles a declaration; the error says which part is unusable.
+    pub fn compile(name: &str, spec: QuerySpec) -> Result<Self, String> {
+        if spec.kind == ParamType::Path {
+            return Err(format!("query parameter `{name}`: type `path` is only for path segments"));
+        }
+        let pattern = spec
+            .pattern
+            .as_deref()
+            .map(Regex::new)
+            .transpose()
+            .map_err(|err| format!("query parameter `{name}`: invalid pattern: {err}"))?;
+        let from_json = |value: &Value| -> Result<Typed, String> {
+            json_to_typed(spec.kind, value).ok_or_else(|| {
+                format!(
+                    "query parameter `{name}`: {value} is not a valid {}",
+                    spec.kind.as_str()
+                )
+            })
+        };
+        let choices = spec
+            .choices
+            .as_ref()
+            .map(|values| values.iter().map(from_json).collect::<Result<Vec<_>, _>>())
+            .transpose()?;
+        let default = match (&spec.default, spec.required) {
+            (Some(Value::Null) | None, _) => None,
+            (Some(Value::Array(items)), false) if spec.multiple => Some(Typed::List(
+                items.iter().map(from_json).collect::<Result<Vec<_>, _>>()?,
+            )),
+            (Some(value), false) => Some(from_json(value)?),
+            (Some(_), true) => None,
+        };
+        Ok(Self {
+            name: name.to_owned(),
+            spec,
+            pattern,
+            choices,
+            default,
+        })
+    }
+
+    fn check(&self, raw: &str, loc: Vec<Loc>) -> Result<Typed, FieldError> {
+        let value = parse_scalar(self.spec.kind, raw)
+            .map_err(|(kind, msg)| FieldError::new(loc.clone(), kind, msg))?;
+        let spec = &self.spec;
+        let number = match value {
+            Typed::Int(n) => Some(n as f64),
+            Typed::Float(f) => Some(f),
+            _ => None,
+        };
+        if let Some(n) = number {
+            let bounds = [
+                (spec.ge, "greater_than_equal", "greater than or equal to", n >= spec.ge.unwrap_or(0.0)),
+                (spec.gt, "greater_than", "greater than", n > spec.gt.unwrap_or(0.0)),
+                (spec.le, "less_than_equal", "less than or equal to", n <= spec.le.unwrap_or(0.0)),
+                (spec.lt, "less_than", "less than", n < spec.lt.unwrap_or(0.0)),
+            ];
+            for (bound, kind, words, ok) in bounds {
+                if let Some(bound) = bound
+                    && !ok
+                {
+                    return Err(FieldError::new(
+                        loc,
+                        kind,
+                        format!("Input should be {words} {}", format_number(bound)),
+                    ));
+                }
+            }
+        }
+        if let Typed::Str(text) = &value {
+            let chars = text.chars().count();
+            if let Some(min) = spec.min_length
+                && chars < min
+            {
+                return Err(FieldError::new(
+                    loc,
+                    "string_too_short",
+                    format!("String should have at least {min} characters"),
+                ));
+            }
+            if let Some(max) = spec.max_length
+                && chars > max
+            {
+                return Err(FieldError::new(
+                    loc,
+                    "string_too_long",
+                    format!("String should have at most {max} characters"),
+                ));
+            }
+            if let Some(pattern) = &self.pattern
+                && !pattern.is_match(text)
+            {
+                return Err(FieldError::new(
+                    loc,
+                    "string_pattern_mismatch",
+                    format!("String should match pattern '{}'", pattern.as_str()),
+                ));
+            }
+        }
+        if let Some(choices) = &self.choices
+            && !choices.contains(&value)
+        {
+            let listed: Vec<String> = choices.iter().map(display_typed).collect();
+            return Err(FieldError::new(
+                loc,
+                "enum",
+                format!("Input should be one of: {}", listed.join(", ")),
+            ));
+        }
+        Ok(value)
+    }
+}
+
+/// Checks the declared query parameters against the request's query pairs.
+pub fn validate_query(
+    params: &[QueryParam],
+    pairs: &[(String, String)],
+) -> Result<Vec<(String, Typed)>, Vec<FieldError>> {
+    let mut values = Vec::with_capacity(params.len());
+    let mut errors = Vec::new();
+    for param in params {
+        let loc = || vec![Loc::Key("query".into()), Loc::Key(param.name.clone())];
+        let mut raw = pairs
+            .iter()
+            .filter(|(key, _)| *key == param.name)
+            .map(|(_, value)| value.as_str())
+            .peekable();
+        if raw.peek().is_none() {
+            if param.spec.required {
+                errors.push(FieldError::new(loc(), "missing", "Field required"));
+            } else {
+                let default = param.default.clone().unwrap_or(if param.spec.multiple {
+                    Typed::List(Vec::new())
+                } else {
+                    // An optional parameter without a default reads as None; Python sees it
+                    // as absent from `request.query` rather than guessing a value.
+                    continue;
+                });
+                values.push((param.name.clone(), default));
+            }
+            continue;
+        }
+        if param.spec.multiple {
+            let mut items = Vec::new();
+            for (index, text) in raw.enumerate() {
+                let mut at = loc();
+                at.push(Loc::Index(index));
+                match param.check(text, at) {
+                    Ok(value) => items.push(value),
+                    Err(error) => errors.push(error),
+                }
+            }
+            values.push((param.name.clone(), Typed::List(items)));
+        } else {
+            // A repeated key for a single-valued parameter: the last one wins, as in
+            // `QueryParams.__getitem__`.
+            let text = raw.last().unwrap_or_default();
+            match param.check(text, loc()) {
+                Ok(value) => values.push((param.name.clone(), value)),
+                Err(error) => errors.push(error),
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(values)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Checks a parsed JSON body against its compiled schema.
+pub fn validate_body(validator: &jsonschema::Validator, body: &Value) -> Result<(), Vec<FieldError>> {
+    let errors: Vec<FieldError> = validator
+        .iter_errors(body)
+        .map(|error| {
+            let mut loc = vec![Loc::Key("body".into())];
+            for segment in error.instance_path().iter() {
+                loc.push(match segment {
+                    jsonschema::paths::LocationSegment::Property(name) => {
+                        Loc::Key(name.into_owned())
+                    }
+                    jsonschema::paths::LocationSegment::Index(index) => Loc::Index(index),
+                });
+            }
+            if let jsonschema::error::ValidationErrorKind::Required { property } = error.kind() {
+                loc.push(Loc::Key(
+                    property.as_str().map(str::to_owned).unwrap_or_else(|| property.to_string()),
+                ));
+            }
+            let kind = error.kind().keyword().to_owned();
+            FieldError {
+                loc,
+                msg: error.to_string(),
+                kind,
+            }
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+fn json_to_typed(kind: ParamType, value: &Value) -> Option<Typed> {
+    match (kind, value) {
+        (ParamType::Str | ParamType::Path, Value::String(s)) => Some(Typed::Str(s.clone())),
+        (ParamType::Int, Value::Number(n)) => n.as_i64().map(Typed::Int),
+        (ParamType::Float, Value::Number(n)) => n.as_f64().map(Typed::Float),
+        (ParamType::Bool, Value::Bool(b)) => Some(Typed::Bool(*b)),
+        (ParamType::Uuid, Value::String(s)) => uuid::Uuid::parse_str(s).ok().map(Typed::Uuid),
+        _ => None,
+    }
+}
+
+fn display_typed(value: &Typed) -> String {
+    match value {
+        Typed::Str(s) => format!("'{s}'"),
+        Typed::Int(n) => n.to_string(),
+        Typed::Float(f) => format_number(*f),
+        Typed::Bool(b) => b.to_string(),
+        Typed::Uuid(u) => u.to_string(),
+        Typed::List(items) => items.iter().map(display_typed).collect::<Vec<_>>().join(", "),
+    }
+}
+
+fn format_number(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{}", value as i64)
+    } else {
+        value.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(value: Value) -> QuerySpec {
+        serde_json::from_value(value).expect("valid spec")
+    }
+
+    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn int_bounds_and_defaults() {
+        let param = QueryParam::compile(
+            "limit",
+            spec(json!({"type": "int", "required": false, "default": 10, "ge": 1, "le": 100})),
+        )
+        .unwrap();
+        let params = [param];
+        assert_eq!(
+            validate_query(&params, &[]).unwrap(),
+            vec![("limit".into(), Typed::Int(10))]
+        );
+        assert_eq!(
+            validate_query(&params, &pairs(&[("limit", "5")])).unwrap(),
+            vec![("limit".into(), Typed::Int(5))]
+        );
+        let errors = validate_query(&params, &pairs(&[("limit", "0")])).unwrap_err();
+        assert_eq!(errors[0].kind, "greater_than_equal");
+        assert_eq!(errors[0].loc, vec![Loc::Key("query".into()), Loc::Key("limit".into())]);
+        let errors = validate_query(&params, &pairs(&[("limit", "x")])).unwrap_err();
+        assert_eq!(errors[0].kind, "int_parsing");
+    }
+
+    #[test]
+    fn missing_required_and_multiple_with_index() {
+        let params = [
+            QueryParam::compile("q", spec(json!({"type": "str", "required": true}))).unwrap(),
+            QueryParam::compile(
+                "tag",
+                spec(json!({"type": "int", "required": false, "multiple": true})),
+            )
+            .unwrap(),
+        ];
+        let errors = validate_query(&params, &pairs(&[("tag", "1"), ("tag", "b")])).unwrap_err();
+        assert_eq!(errors.len(), 2);
+        assert_eq!(errors[0].kind, "missing");
+        assert_eq!(
+            errors[1].loc,
+            vec![Loc::Key("query".into()), Loc::Key("tag".into()), Loc::Index(1)]
+        );
+    }
+
+    #[test]
+    fn string_constraints() {
+        let param = QueryParam::compile(
+            "s",
+            spec(json!({"type": "str", "required": true, "min_length": 2, "max_length": 4,
+                        "pattern": "^[a-z]+$", "choices": null})),
+        )
+        .unwrap();
+        let params = [param];
+        let kind = |v: &str| validate_query(&params, &pairs(&[("s", v)])).unwrap_err()[0].kind.clone();
+        assert_eq!(kind("a"), "string_too_short");
+        assert_eq!(kind("abcde"), "string_too_long");
+        assert_eq!(kind("AB"), "string_pattern_mismatch");
+        assert!(validate_query(&params, &pairs(&[("s", "abc")])).is_ok());
+    }
+
+    #[test]
+    fn choices_are_compared_typed() {
+        let param = QueryParam::compile(
+            "order",
+            spec(json!({"type": "str", "required": true, "choices": ["asc", "desc"]})),
+        )
+        .unwrap();
+        let params = [param];
+        assert!(validate_query(&params, &pairs(&[("order", "asc")])).is_ok());
+        assert_eq!(
+            validate_query(&params, &pairs(&[("order", "up")])).unwrap_err()[0].kind,
+            "enum"
+        );
+    }
+
+    #[test]
+    fn scalars_parse() {
+        assert_eq!(parse_scalar(ParamType::Bool, "Yes").unwrap(), Typed::Bool(true));
+        assert!(parse_scalar(ParamType::Float, "nan").is_err());
+        assert!(parse_scalar(ParamType::Int, "99999999999999999999").is_err());
+        assert!(parse_scalar(ParamType::Uuid, "not-a-uuid").is_err());
+    }
+
+    #[test]
+    fn body_errors_have_locations() {
+        let schema = json!({
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "tags": {"type": "array", "items": {"type": "integer"}}},
+            "required": ["name"]
+        });
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let errors = validate_body(&validator, &json!({"tags": [1, "x"]})).unwrap_err();
+        let locs: Vec<_> = errors.iter().map(|e| serde_json::to_value(&e.loc).unwrap()).collect();
+        assert!(locs.contains(&json!(["body", "name"])), "{locs:?}");
+        assert!(locs.contains(&json!(["body", "tags", 1])), "{locs:?}");
+    }
+}

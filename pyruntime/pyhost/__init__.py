@@ -1,0 +1,34 @@
+"""pyhost: the Python side of the pyhost server.
+
+A handler package declares its routes on a :class:`Router`; the pyhost binary imports the
+package, reads the routes and serves them, calling each handler with a :class:`Request`.
+
+>>> from pyhost import Query, Router
+>>> router = Router()
+>>> @router.get("/hello", query={"name": Query(str, default="world")})
+... async def hello(request):
+...     return {"message": f"hello {request.query['name']}"}
+"""
+
+from .datastructures import Headers, QueryParams
+from .params import REQUIRED, Query
+from .requests import Request
+from .responses import HTMLResponse, HTTPError, JSONResponse, PlainTextResponse, Response
+from .routing import Route, Router
+from .schema import json_schema
+
+__all__ = [
+    "REQUIRED",
+    "HTMLResponse",
+    "HTTPError",
+    "Headers",
+    "JSONResponse",
+    "PlainTextResponse",
+    "Query",
+    "QueryParams",
+    "Request",
+    "Response",
+    "Route",
+    "Router",
+    "json_schema",
+]

@@ -1,0 +1,226 @@
+"""Declarations of query parameters.
+
+A :class:`Query` only describes a parameter; the host parses, validates and converts the
+incoming values from :meth:`Query.spec` before the handler runs, and hands the result over as
+``request.query``.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import KW_ONLY, dataclass
+from typing import Any, Final
+
+
+class _Required(enum.Enum):
+    REQUIRED = "REQUIRED"
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Final = _Required.REQUIRED
+"""Default of :class:`Query` meaning "no default: the parameter must be given"."""
+
+QueryType = type[str] | type[int] | type[float] | type[bool] | type[uuid.UUID]
+"""The types a query parameter can have."""
+
+_TYPE_NAMES: Final[dict[type, str]] = {
+    str: "str",
+    int: "int",
+    float: "float",
+    bool: "bool",
+    uuid.UUID: "uuid",
+}
+
+
+@dataclass(frozen=True)
+class Query:
+    """A declared query parameter.
+
+    ``type`` is one of ``str``, ``int``, ``float``, ``bool`` and ``uuid.UUID``. Without a
+    ``default`` the parameter is required; ``default=None`` makes it optional with ``None`` when
+    absent. With ``multiple=True`` every value of the repeated key is collected into a list and
+    the default, if any, must be a list (kept as a tuple); the constraints then apply to each
+    value.
+
+    Constraints: ``ge``/``le``/``gt``/``lt`` bound ``int`` and ``float`` values;
+    ``min_length``/``max_length`` (in characters) and ``pattern`` (searched, like ``re.search``)
+    apply to ``str``; ``choices`` lists the only accepted values. ``description`` documents the
+    parameter for readers of the code and is not sent to the host.
+
+    The arguments are checked here, so a nonsensical declaration fails at import time:
+    ``TypeError`` for a value of the wrong type, ``ValueError`` for a constraint that does not
+    apply to ``type`` or cannot be satisfied.
+
+    >>> Query(int, default=10, ge=1, le=100).spec()["default"]
+    10
+    """
+
+    type: QueryType = str
+    default: Any = REQUIRED
+    _: KW_ONLY
+    ge: float | None = None
+    le: float | None = None
+    gt: float | None = None
+    lt: float | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+    pattern: str | None = None
+    choices: Sequence[Any] | None = None
+    multiple: bool = False
+    description: str | None = None
+
+    def __post_init__(self) -> None:
+        if not any(self.type is known for known in _TYPE_NAMES):
+            raise TypeError(
+                f"Query type must be str, int, float, bool or uuid.UUID, got {self.type!r}"
+            )
+        if not isinstance(self.multiple, bool):
+            raise TypeError(f"Query multiple must be a bool, got {self.multiple!r}")
+        if self.description is not None and not isinstance(self.description, str):
+            raise TypeError(f"Query description must be a str or None, got {self.description!r}")
+        self._check_bounds()
+        self._check_lengths()
+        self._check_pattern()
+        # Normalised values are stored through object.__setattr__ because the dataclass is frozen.
+        if self.choices is not None:
+            object.__setattr__(self, "choices", self._check_choices(self.choices))
+        object.__setattr__(self, "default", self._check_default(self.default))
+
+    @property
+    def required(self) -> bool:
+        """Whether a request must carry this parameter."""
+        return self.default is REQUIRED
+
+    def spec(self) -> dict[str, Any]:
+        """Describe the parameter as plain JSON data for the host.
+
+        Every constraint key is present, ``None`` when unset; UUIDs are given as strings.
+        """
+        if self.required or self.default is None:
+            default = None
+        elif self.multiple:
+            default = [self._json_value(item) for item in self.default]
+        else:
+            default = self._json_value(self.default)
+        choices = None
+        if self.choices is not None:
+            choices = [self._json_value(item) for item in self.choices]
+        return {
+            "type": self._type_name,
+            "required": self.required,
+            "default": default,
+            "ge": self.ge,
+            "le": self.le,
+            "gt": self.gt,
+            "lt": self.lt,
+            "min_length": self.min_length,
+            "max_length": self.max_length,
+            "pattern": self.pattern,
+            "choices": choices,
+            "multiple": self.multiple,
+        }
+
+    @property
+    def _type_name(self) -> str:
+        return _TYPE_NAMES[self.type]
+
+    def _json_value(self, value: Any) -> Any:
+        return str(value) if isinstance(value, uuid.UUID) else value
+
+    def _check_bounds(self) -> None:
+        bounds = {"ge": self.ge, "le": self.le, "gt": self.gt, "lt": self.lt}
+        for name, bound in bounds.items():
+            if bound is None:
+                continue
+            if self.type not in (int, float):
+                raise ValueError(
+                    f"Query {name}= only applies to int and float, not {self._type_name}"
+                )
+            if isinstance(bound, bool) or not isinstance(bound, int | float):
+                raise TypeError(f"Query {name} must be a number, got {bound!r}")
+            if not math.isfinite(bound):
+                raise ValueError(f"Query {name} must be finite, got {bound!r}")
+        for low_name in ("ge", "gt"):
+            for high_name in ("le", "lt"):
+                low, high = bounds[low_name], bounds[high_name]
+                if low is None or high is None:
+                    continue
+                inclusive = low_name == "ge" and high_name == "le"
+                if low > high or (low == high and not inclusive):
+                    raise ValueError(
+                        f"Query bounds {low_name}={low!r} and {high_name}={high!r} admit no value"
+                    )
+
+    def _check_lengths(self) -> None:
+        for name, length in (("min_length", self.min_length), ("max_length", self.max_length)):
+            if length is None:
+                continue
+            if self.type is not str:
+                raise ValueError(f"Query {name}= only applies to str, not {self._type_name}")
+            if isinstance(length, bool) or not isinstance(length, int):
+                raise TypeError(f"Query {name} must be an int, got {length!r}")
+            if length < 0:
+                raise ValueError(f"Query {name} must not be negative, got {length}")
+        if (
+            self.min_length is not None
+            and self.max_length is not None
+            and self.min_length > self.max_length
+        ):
+            raise ValueError(
+                f"Query min_length={self.min_length} is greater than max_length={self.max_length}"
+            )
+
+    def _check_pattern(self) -> None:
+        if self.pattern is None:
+            return
+        if self.type is not str:
+            raise ValueError(f"Query pattern= only applies to str, not {self._type_name}")
+        if not isinstance(self.pattern, str):
+            raise TypeError(f"Query pattern must be a str, got {self.pattern!r}")
+        try:
+            re.compile(self.pattern)
+        except re.error as exc:
+            raise ValueError(
+                f"Query pattern {self.pattern!r} is not a valid regex: {exc}"
+            ) from None
+
+    def _check_choices(self, choices: Sequence[Any]) -> tuple[Any, ...]:
+        if not isinstance(choices, list | tuple):
+            raise TypeError(f"Query choices must be a list of values, got {choices!r}")
+        if not choices:
+            raise ValueError("Query choices must not be empty")
+        return tuple(self._check_value(item, "choice") for item in choices)
+
+    def _check_default(self, default: Any) -> Any:
+        if default is REQUIRED:
+            return default
+        if self.multiple:
+            if not isinstance(default, list):
+                raise TypeError(
+                    f"Query default must be a list (or omitted) when multiple=True, got {default!r}"
+                )
+            return tuple(self._check_choice(self._check_value(item, "default")) for item in default)
+        if default is None:
+            return None
+        return self._check_choice(self._check_value(default, "default"))
+
+    def _check_value(self, value: Any, what: str) -> Any:
+        # bool is a subclass of int, so it is excluded explicitly from the numeric types.
+        if self.type is float and isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ValueError(f"Query {what} must be finite, got {value!r}")
+            return float(value)
+        if isinstance(value, self.type) and (self.type is bool or not isinstance(value, bool)):
+            return value
+        raise TypeError(f"Query {what} {value!r} is not of type {self._type_name}")
+
+    def _check_choice(self, value: Any) -> Any:
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"Query default {value!r} is not one of the choices {self.choices!r}")
+        return value

@@ -1,0 +1,163 @@
+"""Responses a handler can return, and the exception that turns into an error response.
+
+A response is rendered to bytes when it is constructed, so a body that cannot be encoded fails
+inside the handler (with its traceback) rather than later in the host.
+"""
+
+from __future__ import annotations
+
+import http
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, TypeAlias
+
+HeadersInput: TypeAlias = Mapping[str, str] | Sequence[tuple[str, str]] | None
+"""Response headers as accepted by the constructors: a mapping or a sequence of pairs."""
+
+_TEXT_MEDIA_TYPE = "text/plain; charset=utf-8"
+_HTML_MEDIA_TYPE = "text/html; charset=utf-8"
+_JSON_MEDIA_TYPE = "application/json"
+_BINARY_MEDIA_TYPE = "application/octet-stream"
+
+
+def _render_json(content: Any) -> bytes:
+    return json.dumps(content, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _check_status(status: int) -> int:
+    if isinstance(status, bool) or not isinstance(status, int):
+        raise TypeError(f"status must be an int, got {status!r}")
+    if not 100 <= status <= 599:
+        raise ValueError(f"status must be between 100 and 599, got {status}")
+    return status
+
+
+def _header_list(headers: HeadersInput) -> list[tuple[str, str]]:
+    if headers is None:
+        return []
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    pairs = []
+    for item in items:
+        if len(item) != 2 or not all(isinstance(part, str) for part in item):
+            raise TypeError(f"headers must be (str, str) pairs, got {item!r}")
+        pairs.append((item[0], item[1]))
+    return pairs
+
+
+class Response:
+    """An HTTP response: status, headers and a body already rendered to bytes.
+
+    The body is rendered by type: ``str`` is encoded as UTF-8 (``text/plain; charset=utf-8``),
+    ``bytes``-like values are sent as they are (``application/octet-stream``) and anything else
+    is encoded as JSON (``application/json``). A ``media_type`` given explicitly wins over the
+    default; the host sends it as ``content-type`` unless ``headers`` already carry one.
+
+    >>> Response({"ok": True}, status=201).body
+    b'{"ok":true}'
+    """
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    media_type: str | None
+
+    def __init__(
+        self,
+        body: Any = b"",
+        status: int = 200,
+        headers: HeadersInput = None,
+        media_type: str | None = None,
+    ) -> None:
+        self.status = _check_status(status)
+        self.headers = _header_list(headers)
+        self.body, default_media_type = self.render(body)
+        self.media_type = default_media_type if media_type is None else media_type
+
+    def render(self, content: Any) -> tuple[bytes, str]:
+        """Return ``content`` as bytes together with its default media type."""
+        if isinstance(content, str):
+            return content.encode(), _TEXT_MEDIA_TYPE
+        if isinstance(content, bytes | bytearray | memoryview):
+            return bytes(content), _BINARY_MEDIA_TYPE
+        return _render_json(content), _JSON_MEDIA_TYPE
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(status={self.status}, media_type={self.media_type!r}, "
+            f"body={self.body[:40]!r}{'...' if len(self.body) > 40 else ''})"
+        )
+
+
+class JSONResponse(Response):
+    """A response whose ``content`` is always encoded as JSON, strings included."""
+
+    def __init__(self, content: Any, status: int = 200, headers: HeadersInput = None) -> None:
+        super().__init__(content, status, headers)
+
+    def render(self, content: Any) -> tuple[bytes, str]:
+        """Return ``content`` encoded as compact JSON with ``application/json``."""
+        return _render_json(content), _JSON_MEDIA_TYPE
+
+
+class PlainTextResponse(Response):
+    """A ``text/plain; charset=utf-8`` response from ``str`` (encoded as UTF-8) or bytes."""
+
+    _media_type: ClassVar[str] = _TEXT_MEDIA_TYPE
+
+    def __init__(
+        self, content: str | bytes, status: int = 200, headers: HeadersInput = None
+    ) -> None:
+        super().__init__(content, status, headers)
+
+    def render(self, content: Any) -> tuple[bytes, str]:
+        """Return ``content`` as bytes with this class's text media type."""
+        if isinstance(content, str):
+            return content.encode(), self._media_type
+        if isinstance(content, bytes | bytearray | memoryview):
+            return bytes(content), self._media_type
+        raise TypeError(
+            f"{type(self).__name__} content must be str or bytes, got {type(content).__name__}"
+        )
+
+
+class HTMLResponse(PlainTextResponse):
+    """A ``text/html; charset=utf-8`` response from ``str`` (encoded as UTF-8) or bytes."""
+
+    _media_type = _HTML_MEDIA_TYPE
+
+
+class HTTPError(Exception):
+    """Raise to answer with ``status`` and the JSON body ``{"detail": detail}``.
+
+    ``detail`` may be any JSON value and defaults to the status's reason phrase; ``headers``
+    (a mapping or a sequence of pairs) are added to the response.
+
+    >>> str(HTTPError(404))
+    '404 Not Found'
+    """
+
+    status: int
+    detail: Any
+    headers: list[tuple[str, str]]
+
+    def __init__(self, status: int, detail: Any = None, headers: HeadersInput = None) -> None:
+        self.status = _check_status(status)
+        self.detail = _reason_phrase(status) if detail is None else detail
+        self.headers = _header_list(headers)
+        super().__init__(status, self.detail)
+
+    def __str__(self) -> str:
+        phrase = _reason_phrase(self.status)
+        if self.detail == phrase:
+            return f"{self.status} {phrase}"
+        return f"{self.status} {phrase}: {self.detail}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status={self.status}, detail={self.detail!r})"
+
+
+def _reason_phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return f"HTTP {status}"
