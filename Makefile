@@ -1,0 +1,44 @@
+# pyhost: the two entry points are `make run` (serve the bundled example) and `make test`
+# (build everything and run every test and linter). Both set up what they need on first use.
+
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+# The interpreter pyo3 builds against: the base interpreter, never a venv's copy.
+export PYO3_PYTHON := $(shell $(PYTHON) -c 'import os, sys; print(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))')
+BIN := target/debug/pyhost
+CARGO ?= cargo
+
+.PHONY: run test build venv lint rust-test py-test clean
+
+run: venv
+	$(CARGO) build --release --bin pyhost
+	VIRTUAL_ENV=$(abspath $(VENV)) target/release/pyhost serve --config examples/hello/pyhost.toml
+
+test: venv build lint rust-test py-test
+
+venv: $(VENV)/.stamp
+
+$(VENV)/.stamp: requirements-dev.txt pyruntime/pyproject.toml
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet -r requirements-dev.txt -e pyruntime
+	touch $@
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+lint: venv
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(VENV)/bin/ruff check pyruntime tests examples
+	$(VENV)/bin/ruff format --check pyruntime tests examples
+
+rust-test:
+	$(CARGO) test --workspace
+
+py-test: venv build
+	PYHOST_BIN=$(abspath $(BIN)) $(VPY) -m pytest tests -q
+
+clean:
+	rm -rf $(VENV) target
