@@ -39,6 +39,22 @@ pub struct ServerConfig {
     pub sync_threads: usize,
     /// Which asyncio event loop implementation to run.
     pub event_loop: EventLoopKind,
+    /// Default time a handler may run before the client gets 504 (None: no limit).
+    pub request_timeout: Option<Duration>,
+    /// Time to receive a request head; also how long an idle keep-alive connection is kept.
+    pub header_timeout: Duration,
+    /// Time to receive a request body once its head has arrived.
+    pub body_timeout: Duration,
+    /// Requests being handled at once before new ones get 503.
+    pub max_in_flight: usize,
+    /// Most request headers accepted (more: 431).
+    pub max_headers: usize,
+    /// Largest request head (request line and headers) in bytes (larger: 431).
+    pub max_head_size: usize,
+    /// Longest request target (path and query) in bytes (longer: 414).
+    pub max_url_length: usize,
+    /// Cancel a handler whose client disconnected before the response.
+    pub cancel_on_disconnect: bool,
 }
 
 /// The `[app]` table.
@@ -89,6 +105,22 @@ struct RawServer {
     sync_threads: usize,
     #[serde(default = "default_event_loop")]
     event_loop: EventLoopKind,
+    #[serde(default = "default_request_timeout")]
+    request_timeout: f64,
+    #[serde(default = "default_header_timeout")]
+    header_timeout: f64,
+    #[serde(default = "default_body_timeout")]
+    body_timeout: f64,
+    #[serde(default = "default_max_in_flight")]
+    max_in_flight: usize,
+    #[serde(default = "default_max_headers")]
+    max_headers: usize,
+    #[serde(default = "default_max_head_size")]
+    max_head_size: ByteSize,
+    #[serde(default = "default_max_url_length")]
+    max_url_length: usize,
+    #[serde(default = "default_true")]
+    cancel_on_disconnect: bool,
 }
 
 impl Default for RawServer {
@@ -100,6 +132,14 @@ impl Default for RawServer {
             shutdown_grace: default_grace(),
             sync_threads: default_sync_threads(),
             event_loop: default_event_loop(),
+            request_timeout: default_request_timeout(),
+            header_timeout: default_header_timeout(),
+            body_timeout: default_body_timeout(),
+            max_in_flight: default_max_in_flight(),
+            max_headers: default_max_headers(),
+            max_head_size: default_max_head_size(),
+            max_url_length: default_max_url_length(),
+            cancel_on_disconnect: true,
         }
     }
 }
@@ -130,6 +170,30 @@ fn default_sync_threads() -> usize {
 fn default_event_loop() -> EventLoopKind {
     EventLoopKind::Auto
 }
+fn default_request_timeout() -> f64 {
+    30.0
+}
+fn default_header_timeout() -> f64 {
+    10.0
+}
+fn default_body_timeout() -> f64 {
+    30.0
+}
+fn default_max_in_flight() -> usize {
+    1024
+}
+fn default_max_headers() -> usize {
+    100
+}
+fn default_max_head_size() -> ByteSize {
+    ByteSize::kib(64)
+}
+fn default_max_url_length() -> usize {
+    8192
+}
+fn default_true() -> bool {
+    true
+}
 fn default_router() -> String {
     "router".to_owned()
 }
@@ -157,11 +221,26 @@ impl Config {
             message: err.to_string(),
         })?;
         let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|err| {
-            let key = err.path().to_string();
+            let mut key = err.path().to_string();
             let message = err.into_inner().message().trim().to_owned();
+            // serde reports a missing key at its parent table; name the key itself.
+            if let Some(field) = message
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.strip_suffix('`'))
+            {
+                key = if key == "." {
+                    field.to_owned()
+                } else {
+                    format!("{key}.{field}")
+                };
+            }
             ConfigError::Invalid {
                 file: file.clone(),
-                key: if key == "." { "(top level)".to_owned() } else { key },
+                key: if key == "." {
+                    "(top level)".to_owned()
+                } else {
+                    key
+                },
                 message,
             }
         })?;
@@ -178,6 +257,43 @@ impl Config {
             return Err(invalid(
                 "server.shutdown_grace",
                 "expected a number of seconds, zero or more".to_owned(),
+            ));
+        }
+        let seconds = |key: &str, value: f64, zero_disables: bool| {
+            if value.is_finite() && (value > 0.0 || (zero_disables && value == 0.0)) {
+                Ok(Duration::from_secs_f64(value))
+            } else {
+                Err(invalid(
+                    key,
+                    format!(
+                        "expected a positive number of seconds{}, got {value}",
+                        if zero_disables {
+                            " (0 disables it)"
+                        } else {
+                            ""
+                        }
+                    ),
+                ))
+            }
+        };
+        let request_timeout = seconds("server.request_timeout", raw.server.request_timeout, true)?;
+        let header_timeout = seconds("server.header_timeout", raw.server.header_timeout, false)?;
+        let body_timeout = seconds("server.body_timeout", raw.server.body_timeout, false)?;
+        for (key, value) in [
+            ("server.max_in_flight", raw.server.max_in_flight),
+            ("server.max_headers", raw.server.max_headers),
+            ("server.max_url_length", raw.server.max_url_length),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "expected a number above zero".to_owned()));
+            }
+        }
+        let max_head_size =
+            usize::try_from(raw.server.max_head_size.as_u64()).unwrap_or(usize::MAX);
+        if max_head_size < 8192 {
+            return Err(invalid(
+                "server.max_head_size",
+                "expected at least 8 KiB (8192 bytes)".to_owned(),
             ));
         }
         if raw.server.sync_threads == 0 {
@@ -217,7 +333,10 @@ impl Config {
             if !dir.is_dir() {
                 return Err(invalid(
                     &format!("app.paths[{index}]"),
-                    format!("expected an existing directory, {} does not exist", dir.display()),
+                    format!(
+                        "expected an existing directory, {} does not exist",
+                        dir.display()
+                    ),
                 ));
             }
             paths.push(dir);
@@ -236,6 +355,14 @@ impl Config {
                 shutdown_grace: Duration::from_secs_f64(raw.server.shutdown_grace),
                 sync_threads: raw.server.sync_threads,
                 event_loop: raw.server.event_loop,
+                request_timeout: (!request_timeout.is_zero()).then_some(request_timeout),
+                header_timeout,
+                body_timeout,
+                max_in_flight: raw.server.max_in_flight,
+                max_headers: raw.server.max_headers,
+                max_head_size,
+                max_url_length: raw.server.max_url_length,
+                cancel_on_disconnect: raw.server.cancel_on_disconnect,
             },
             app: AppConfig {
                 module: raw.app.module,
@@ -366,6 +493,8 @@ mod tests {
     #[test]
     fn missing_app_table_is_reported() {
         let err = parse("[server]\n").unwrap_err();
-        assert!(err.to_string().contains("app"), "{err}");
+        assert!(err.to_string().contains("key `app`"), "{err}");
+        let err = parse("[app]\nrouter = \"r\"\n").unwrap_err();
+        assert!(err.to_string().contains("key `app.module`"), "{err}");
     }
 }

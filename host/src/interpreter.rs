@@ -71,10 +71,12 @@ pub fn initialize(config: &Config) -> Result<(), StartupError> {
         };
         init_from_config(program.as_deref())
     });
-    outcome.clone().map_err(|message| StartupError::Interpreter {
-        file: config.source.clone(),
-        message,
-    })
+    outcome
+        .clone()
+        .map_err(|message| StartupError::Interpreter {
+            file: config.source.clone(),
+            message,
+        })
 }
 
 /// Finds the venv's interpreter and checks it has the Python version this binary embeds.
@@ -133,7 +135,8 @@ fn init_from_config(program: Option<&Path>) -> Result<(), String> {
         if let Some(program) = program {
             let text = CString::new(program.as_os_str().as_encoded_bytes())
                 .map_err(|_| "interpreter path contains a NUL byte".to_owned())?;
-            let status = ffi::PyConfig_SetBytesString(config, &mut config.executable, text.as_ptr());
+            let status =
+                ffi::PyConfig_SetBytesString(config, &mut config.executable, text.as_ptr());
             if ffi::PyStatus_Exception(status) != 0 {
                 ffi::PyConfig_Clear(config);
                 return Err(status_message(&status, "setting the interpreter path"));

@@ -105,7 +105,10 @@ pub fn inspect(config: &Config) -> Result<Inspection, StartupError> {
     })
 }
 
-fn report(config: &Config, info: interpreter::InterpreterInfo) -> Result<InterpreterReport, StartupError> {
+fn report(
+    config: &Config,
+    info: interpreter::InterpreterInfo,
+) -> Result<InterpreterReport, StartupError> {
     let venv = interpreter::venv_for(config)?
         .map(|choice| (choice.path.display().to_string(), choice.origin));
     Ok(InterpreterReport {
@@ -163,11 +166,7 @@ impl Host {
     /// Install [`ShutdownSignals`] (or your own handlers) before calling this.
     pub fn start(config: Config) -> Result<Self, StartupError> {
         let bridge = Arc::new(bridge::Bridge::start(&config)?);
-        let service = Arc::new(service::HttpService::new(
-            bridge.clone(),
-            config.server.body_limit,
-            config.server.listen,
-        ));
+        let service = Arc::new(service::HttpService::new(bridge.clone(), &config.server));
         Ok(Self {
             config,
             bridge,
@@ -186,7 +185,11 @@ impl Host {
     }
 
     /// Answers one request (for hosts that run their own server).
-    pub async fn handle<B>(&self, request: http::Request<B>, client: Option<SocketAddr>) -> http::Response<Full<Bytes>>
+    pub async fn handle<B>(
+        &self,
+        request: http::Request<B>,
+        client: Option<SocketAddr>,
+    ) -> http::Response<Full<Bytes>>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -196,12 +199,16 @@ impl Host {
 
     /// Serves on `listener` until `shutdown` resolves, then drains within `server.shutdown_grace`.
     /// Returns whether every in-flight request finished in time.
-    pub async fn serve(&self, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()>) -> bool {
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> bool {
         server::serve(
             listener,
             self.service.clone(),
             shutdown,
-            self.config.server.shutdown_grace,
+            &self.config.server,
         )
         .await
     }

@@ -70,10 +70,15 @@ pub fn load(py: Python<'_>, config: &Config) -> Result<LoadedApp, StartupError> 
                 "{}.{} is a {}, not a pyhost.Router",
                 config.app.module,
                 config.app.router,
-                router.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                router
+                    .get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
             ))
         })?;
-    let routes = py.get_type::<PyList>()
+    let routes = py
+        .get_type::<PyList>()
         .call1((routes,))
         .map_err(|err| routes_error(format_exception(py, &err)))?;
     let dumps = py
@@ -83,7 +88,10 @@ pub fn load(py: Python<'_>, config: &Config) -> Result<LoadedApp, StartupError> 
 
     let mut specs = Vec::new();
     let mut handlers = Vec::new();
-    for route in routes.try_iter().map_err(|err| routes_error(err.to_string()))? {
+    for route in routes
+        .try_iter()
+        .map_err(|err| routes_error(err.to_string()))?
+    {
         let route = route.map_err(|err| routes_error(format_exception(py, &err)))?;
         let text: String = route
             .call_method0("spec")

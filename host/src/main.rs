@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use pyhost::{Config, Host, ShutdownSignals, StartupError};
 
 #[derive(Parser)]
-#[command(name = "pyhost", version, about = "Serve a Python handler package from an embedded interpreter")]
+#[command(
+    name = "pyhost",
+    version,
+    about = "Serve a Python handler package from an embedded interpreter"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -67,7 +71,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> Result<ExitCode, StartupError> {
+fn serve(
+    path: &std::path::Path,
+    listen: Option<std::net::SocketAddr>,
+) -> Result<ExitCode, StartupError> {
     let mut config = Config::load(path)?;
     if let Some(listen) = listen {
         config.server.listen = listen;
@@ -77,14 +84,18 @@ fn serve(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> Result
         .thread_name("pyhost-io")
         .build()
         .map_err(StartupError::Runtime)?;
-    let signals = runtime.block_on(async { ShutdownSignals::install() }).map_err(StartupError::Runtime)?;
+    let signals = runtime
+        .block_on(async { ShutdownSignals::install() })
+        .map_err(StartupError::Runtime)?;
     let host = Host::start(config)?;
     let addr = host.config().server.listen;
     let drained = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| StartupError::Bind { addr, source })?;
-        let local = listener.local_addr().map_err(|source| StartupError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { addr, source })?;
         tracing::info!("serving {} routes", host.routes().len());
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "listening on http://{local}");
@@ -116,7 +127,12 @@ fn routes(path: &std::path::Path) -> Result<ExitCode, StartupError> {
                 } else {
                     format!("query: {}", route.query.join(", "))
                 },
-                if route.has_body { "body: json-schema" } else { "body: -" }.to_owned(),
+                if route.has_body {
+                    "body: json-schema"
+                } else {
+                    "body: -"
+                }
+                .to_owned(),
             ]
         })
         .collect();
@@ -147,7 +163,11 @@ fn check(path: &std::path::Path) -> Result<ExitCode, StartupError> {
     let _ = writeln!(out, "config:      {}", config.source.display());
     let _ = writeln!(out, "python:      {}", interp.version.replace('\n', " "));
     let _ = writeln!(out, "executable:  {}", interp.executable);
-    let _ = writeln!(out, "prefix:      {} (base {})", interp.prefix, interp.base_prefix);
+    let _ = writeln!(
+        out,
+        "prefix:      {} (base {})",
+        interp.prefix, interp.base_prefix
+    );
     match &interp.venv {
         Some((venv, origin)) => {
             let _ = writeln!(out, "venv:        {venv} (from {origin})");

@@ -30,6 +30,8 @@ pub struct Route {
     pub body: Option<jsonschema::Validator>,
     /// The body schema as declared (for `pyhost routes`).
     pub body_schema: Option<serde_json::Value>,
+    /// The route's own handler timeout, when it declares one.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// All methods served at one path template.
@@ -99,7 +101,10 @@ pub fn parse_template(template: &str) -> Result<Template, String> {
                     ));
                 }
             };
-            let valid_name = name.chars().next().is_some_and(|c| c == '_' || c.is_alphabetic())
+            let valid_name = name
+                .chars()
+                .next()
+                .is_some_and(|c| c == '_' || c.is_alphabetic())
                 && name.chars().all(|c| c == '_' || c.is_alphanumeric());
             if !valid_name {
                 return Err(format!(
@@ -107,7 +112,9 @@ pub fn parse_template(template: &str) -> Result<Template, String> {
                 ));
             }
             if params.iter().any(|(existing, _)| existing == name) {
-                return Err(format!("path template {template:?}: parameter {name:?} appears twice"));
+                return Err(format!(
+                    "path template {template:?}: parameter {name:?} appears twice"
+                ));
             }
             if kind == ParamType::Path {
                 if !is_last {
@@ -155,7 +162,9 @@ pub enum RouteError {
         second: String,
     },
     /// Two templates that match the same paths ambiguously.
-    #[error("{second_template} (handler {second}) conflicts with {first_template} (handler {first}): {message}")]
+    #[error(
+        "{second_template} (handler {second}) conflicts with {first_template} (handler {first}): {message}"
+    )]
     Conflict {
         /// The template inserted first.
         first_template: String,
@@ -200,6 +209,17 @@ impl RouteTable {
                 .transpose()
                 .map_err(|err| invalid(format!("invalid body JSON Schema: {err}")))?;
 
+            let timeout = match spec.timeout {
+                None => None,
+                Some(seconds) if seconds.is_finite() && seconds > 0.0 => {
+                    Some(std::time::Duration::from_secs_f64(seconds))
+                }
+                Some(seconds) => {
+                    return Err(invalid(format!(
+                        "timeout {seconds} is not a positive number of seconds"
+                    )));
+                }
+            };
             let index = match by_matchit.get(&template.matchit) {
                 Some(&index) => {
                     if endpoints[index].template != spec.path {
@@ -216,20 +236,23 @@ impl RouteTable {
                 }
                 None => {
                     let index = endpoints.len();
-                    tree.insert(template.matchit.clone(), index).map_err(|err| {
-                        let (first_template, first) = endpoints
-                            .iter()
-                            .find(|e| conflicts_with(&err, &e.template))
-                            .map(|e| (e.template.clone(), e.routes[0].handler_name.to_string()))
-                            .unwrap_or_else(|| ("another route".to_owned(), "unknown".to_owned()));
-                        RouteError::Conflict {
-                            first_template,
-                            first,
-                            second_template: spec.path.clone(),
-                            second: spec.name.clone(),
-                            message: err.to_string(),
-                        }
-                    })?;
+                    tree.insert(template.matchit.clone(), index)
+                        .map_err(|err| {
+                            let (first_template, first) = endpoints
+                                .iter()
+                                .find(|e| conflicts_with(&err, &e.template))
+                                .map(|e| (e.template.clone(), e.routes[0].handler_name.to_string()))
+                                .unwrap_or_else(|| {
+                                    ("another route".to_owned(), "unknown".to_owned())
+                                });
+                            RouteError::Conflict {
+                                first_template,
+                                first,
+                                second_template: spec.path.clone(),
+                                second: spec.name.clone(),
+                                message: err.to_string(),
+                            }
+                        })?;
                     by_matchit.insert(template.matchit.clone(), index);
                     endpoints.push(Endpoint {
                         template: spec.path.clone(),
@@ -269,6 +292,7 @@ impl RouteTable {
                     query: query.clone(),
                     body: body.clone(),
                     body_schema: spec.body_schema.clone(),
+                    timeout,
                 });
             }
         }
@@ -346,7 +370,13 @@ mod tests {
     fn templates_parse() {
         let t = parse_template("/users/{id:int}/files/{rest:path}").unwrap();
         assert_eq!(t.matchit, "/users/{id}/files/{*rest}");
-        assert_eq!(t.params, vec![("id".into(), ParamType::Int), ("rest".into(), ParamType::Path)]);
+        assert_eq!(
+            t.params,
+            vec![
+                ("id".into(), ParamType::Int),
+                ("rest".into(), ParamType::Path)
+            ]
+        );
         assert!(parse_template("users").is_err());
         assert!(parse_template("/a/{x:nope}").is_err());
         assert!(parse_template("/a/{rest:path}/b").is_err());
@@ -362,13 +392,20 @@ mod tests {
             spec(&["POST"], "/items", "m.create"),
         ])
         .unwrap();
-        assert!(matches!(table.lookup(&Method::GET, "/nothing"), Lookup::NotFound));
+        assert!(matches!(
+            table.lookup(&Method::GET, "/nothing"),
+            Lookup::NotFound
+        ));
         match table.lookup(&Method::PUT, "/items/3") {
             Lookup::MethodNotAllowed(allow) => assert_eq!(allow, "DELETE, GET, HEAD"),
             other => panic!("{other:?}"),
         }
         match table.lookup(&Method::HEAD, "/items/3") {
-            Lookup::Found { route, params, head } => {
+            Lookup::Found {
+                route,
+                params,
+                head,
+            } => {
                 assert!(head);
                 assert_eq!(&*route.handler_name, "m.get_item");
                 assert_eq!(params, vec![("id".to_owned(), "3".to_owned())]);

@@ -7,22 +7,36 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use crate::config::ServerConfig;
 use crate::service::HttpService;
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and gives in-flight
-/// requests up to `grace` to finish. Returns whether everything drained in time.
+/// requests up to `server.shutdown_grace` to finish. Returns whether everything drained in time.
 pub async fn serve(
     listener: TcpListener,
     service: Arc<HttpService>,
     shutdown: impl Future<Output = ()>,
-    grace: Duration,
+    server: &ServerConfig,
 ) -> bool {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let grace = server.shutdown_grace;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // Bounds both a slow request head (slowloris) and an idle keep-alive connection: hyper
+        // starts this timer whenever it waits for a request head.
+        .header_read_timeout(server.header_timeout)
+        .max_headers(server.max_headers)
+        .max_buf_size(server.max_head_size);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(server.max_head_size).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -58,7 +72,10 @@ pub async fn serve(
     }
     // Closing the listener refuses new connections while the old ones drain.
     drop(listener);
-    tracing::info!("shutting down: draining in-flight requests (up to {:.1}s)", grace.as_secs_f64());
+    tracing::info!(
+        "shutting down: draining in-flight requests (up to {:.1}s)",
+        grace.as_secs_f64()
+    );
     tokio::select! {
         () = graceful.shutdown() => true,
         () = tokio::time::sleep(grace) => {

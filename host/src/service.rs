@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST};
@@ -14,6 +15,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use percent_encoding::percent_decode_str;
 
 use crate::bridge::Bridge;
+use crate::config::ServerConfig;
 use crate::reply::Reply;
 use crate::request::RequestData;
 use crate::routing::{Lookup, Route};
@@ -23,6 +25,11 @@ use crate::validation::{self, FieldError};
 pub struct HttpService {
     bridge: Arc<Bridge>,
     body_limit: u64,
+    body_timeout: Duration,
+    request_timeout: Option<Duration>,
+    max_url_length: usize,
+    cancel_on_disconnect: bool,
+    in_flight: Arc<tokio::sync::Semaphore>,
     default_host: String,
     id_prefix: String,
     next_id: AtomicU64,
@@ -46,8 +53,8 @@ impl Answer {
 }
 
 impl HttpService {
-    /// A service dispatching to `bridge`.
-    pub fn new(bridge: Arc<Bridge>, body_limit: u64, listen: SocketAddr) -> Self {
+    /// A service dispatching to `bridge` under the limits of `server`.
+    pub fn new(bridge: Arc<Bridge>, server: &ServerConfig) -> Self {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -55,15 +62,24 @@ impl HttpService {
             ^ u64::from(std::process::id());
         Self {
             bridge,
-            body_limit,
-            default_host: listen.to_string(),
+            body_limit: server.body_limit,
+            body_timeout: server.body_timeout,
+            request_timeout: server.request_timeout,
+            max_url_length: server.max_url_length,
+            cancel_on_disconnect: server.cancel_on_disconnect,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(server.max_in_flight)),
+            default_host: server.listen.to_string(),
             id_prefix: format!("{:08x}", (seed ^ (seed >> 32)) as u32),
             next_id: AtomicU64::new(1),
         }
     }
 
     /// Answers one request. Never fails: every problem becomes an HTTP error response.
-    pub async fn handle<B>(&self, request: Request<B>, client: Option<SocketAddr>) -> Response<Full<Bytes>>
+    pub async fn handle<B>(
+        &self,
+        request: Request<B>,
+        client: Option<SocketAddr>,
+    ) -> Response<Full<Bytes>>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -74,15 +90,31 @@ impl HttpService {
         into_response(answer, &request_id)
     }
 
-    async fn answer<B>(&self, request: Request<B>, client: Option<SocketAddr>, request_id: &Arc<str>) -> Answer
+    async fn answer<B>(
+        &self,
+        request: Request<B>,
+        client: Option<SocketAddr>,
+        request_id: &Arc<str>,
+    ) -> Answer
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (parts, body) = request.into_parts();
+        let target_length = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
+        if target_length > self.max_url_length {
+            let mut answer = Answer::new(Reply::detail(
+                StatusCode::URI_TOO_LONG,
+                format!("URL too long: the limit is {} bytes", self.max_url_length),
+            ));
+            answer.close = true;
+            return answer;
+        }
         let table = self.bridge.routes().clone();
         let (route, raw_params, head) = match table.lookup(&parts.method, parts.uri.path()) {
-            Lookup::NotFound => return Answer::new(Reply::detail(StatusCode::NOT_FOUND, "Not Found")),
+            Lookup::NotFound => {
+                return Answer::new(Reply::detail(StatusCode::NOT_FOUND, "Not Found"));
+            }
             Lookup::MethodNotAllowed(allow) => {
                 let mut reply = Reply::detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
                 if let Ok(value) = HeaderValue::from_str(allow) {
@@ -90,7 +122,25 @@ impl HttpService {
                 }
                 return Answer::new(reply);
             }
-            Lookup::Found { route, params, head } => (route, params, head),
+            Lookup::Found {
+                route,
+                params,
+                head,
+            } => (route, params, head),
+        };
+        // Beyond the in-flight limit a quick 503 beats an unbounded queue: memory stays
+        // bounded and clients learn to back off.
+        let Ok(_permit) = self.in_flight.clone().try_acquire_owned() else {
+            let mut reply = Reply::detail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Server busy, retry shortly",
+            );
+            reply
+                .headers
+                .push((http::header::RETRY_AFTER, HeaderValue::from_static("1")));
+            let mut answer = Answer::new(reply);
+            answer.close = true;
+            return answer;
         };
 
         let declared_length = parts
@@ -101,12 +151,23 @@ impl HttpService {
         if declared_length.is_some_and(|length| length > self.body_limit) {
             return self.too_large();
         }
-        let body = match Limited::new(body, usize::try_from(self.body_limit).unwrap_or(usize::MAX))
-            .collect()
-            .await
-        {
+        let limited = Limited::new(body, usize::try_from(self.body_limit).unwrap_or(usize::MAX));
+        let Ok(collected) = tokio::time::timeout(self.body_timeout, limited.collect()).await else {
+            let mut answer = Answer::new(Reply::detail(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "Request body not received within {:.1}s",
+                    self.body_timeout.as_secs_f64()
+                ),
+            ));
+            answer.close = true;
+            return answer;
+        };
+        let body = match collected {
             Ok(collected) => collected.to_bytes(),
-            Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => return self.too_large(),
+            Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+                return self.too_large();
+            }
             Err(err) => {
                 let mut answer = Answer::new(Reply::detail(
                     StatusCode::BAD_REQUEST,
@@ -135,15 +196,16 @@ impl HttpService {
             .collect();
 
         let mut errors: Vec<FieldError> = Vec::new();
-        let path_params = validation::convert_path(&route.path_params, &params)
-            .unwrap_or_else(|mut e| {
+        let path_params =
+            validation::convert_path(&route.path_params, &params).unwrap_or_else(|mut e| {
                 errors.append(&mut e);
                 Vec::new()
             });
-        let query = validation::validate_query(&route.query, &query_pairs).unwrap_or_else(|mut e| {
-            errors.append(&mut e);
-            Vec::new()
-        });
+        let query =
+            validation::validate_query(&route.query, &query_pairs).unwrap_or_else(|mut e| {
+                errors.append(&mut e);
+                Vec::new()
+            });
         let json = match self.check_body(route, &parts.headers, &body) {
             Ok(json) => json,
             Err(BodyProblem::Reply(reply)) => return Answer::new(reply),
@@ -165,9 +227,15 @@ impl HttpService {
             .and_then(|v| v.to_str().ok())
             .or_else(|| parts.uri.authority().map(|a| a.as_str()))
             .unwrap_or(&self.default_host);
-        let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
         let data = RequestData {
-            path: percent_decode_str(parts.uri.path()).decode_utf8_lossy().into_owned(),
+            path: percent_decode_str(parts.uri.path())
+                .decode_utf8_lossy()
+                .into_owned(),
             url: format!("http://{host}{path_and_query}"),
             method: parts.method,
             query_string,
@@ -181,18 +249,48 @@ impl HttpService {
             request_id: request_id.clone(),
             route: route.template.clone(),
         };
-        let receiver = self.bridge.submit(route.id, route.handler_name.clone(), data);
-        let reply = match receiver.await {
-            Ok(reply) => reply,
-            Err(_) => {
+        let timeout = route.timeout.or(self.request_timeout);
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let (key, receiver) =
+            self.bridge
+                .submit(route.id, route.handler_name.clone(), data, deadline);
+        // Dropped before the reply arrives means the client went away (hyper drops the
+        // request future): cancel the handler then, unless configured not to.
+        let mut pending = PendingGuard {
+            bridge: &self.bridge,
+            key,
+            armed: self.cancel_on_disconnect,
+        };
+        let outcome = match timeout {
+            Some(timeout) => tokio::time::timeout(timeout, receiver).await.ok(),
+            None => Some(receiver.await),
+        };
+        let reply = match outcome {
+            Some(Ok(reply)) => {
+                pending.armed = false;
+                reply
+            }
+            Some(Err(_)) => {
+                pending.armed = false;
                 tracing::error!(
-                    request_id = %request_id,
-                    handler = %route.handler_name,
-                    "the handler's task ended without an answer",
+                    "request {request_id}: the task of handler {} ended without an answer",
+                    route.handler_name,
                 );
                 Reply::json(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     &serde_json::json!({"detail": "Internal Server Error", "request_id": &**request_id}),
+                )
+            }
+            None => {
+                pending.armed = true;
+                let seconds = timeout.map_or(0.0, |t| t.as_secs_f64());
+                tracing::warn!(
+                    "request {request_id}: handler {} did not answer within {seconds}s; cancelling it",
+                    route.handler_name,
+                );
+                Reply::detail(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!("Handler timed out after {seconds}s"),
                 )
             }
         };
@@ -206,7 +304,10 @@ impl HttpService {
     fn too_large(&self) -> Answer {
         let mut answer = Answer::new(Reply::detail(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("Request body too large: the limit is {} bytes", self.body_limit),
+            format!(
+                "Request body too large: the limit is {} bytes",
+                self.body_limit
+            ),
         ));
         // The rest of the body is never read, so the connection cannot carry another request.
         answer.close = true;
@@ -234,7 +335,9 @@ impl HttpService {
             if essence != "application/json" && !essence.ends_with("+json") {
                 return Err(BodyProblem::Reply(Reply::detail(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    format!("Unsupported media type {essence:?}: this route expects application/json"),
+                    format!(
+                        "Unsupported media type {essence:?}: this route expects application/json"
+                    ),
                 )));
             }
         }
@@ -246,6 +349,21 @@ impl HttpService {
         })?;
         validation::validate_body(validator, &value).map_err(BodyProblem::Fields)?;
         Ok(Some(value))
+    }
+}
+
+/// Cancels a submitted request's handler when dropped while armed.
+struct PendingGuard<'a> {
+    bridge: &'a Bridge,
+    key: u64,
+    armed: bool,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.bridge.cancel(self.key);
+        }
     }
 }
 

@@ -23,6 +23,9 @@ pub struct RouteSpec {
     /// JSON Schema of the request body, when the route declares one.
     #[serde(default)]
     pub body_schema: Option<Value>,
+    /// Seconds this route's handler may run, overriding `server.request_timeout`.
+    #[serde(default)]
+    pub timeout: Option<f64>,
 }
 
 /// The scalar type of a path segment or query parameter.
@@ -107,7 +110,10 @@ where
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("a map of query parameter specs")
         }
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
             let mut out = Vec::new();
             while let Some(entry) = map.next_entry()? {
                 out.push(entry);

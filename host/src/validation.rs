@@ -25,6 +25,8 @@ pub enum Typed {
     Uuid(uuid::Uuid),
     /// All values of a repeated query key.
     List(Vec<Typed>),
+    /// An optional parameter that was not given and has no default.
+    None,
 }
 
 /// One segment of an error location: a name or a list index.
@@ -139,7 +141,9 @@ impl QueryParam {
     /// Compiles a declaration; the error says which part is unusable.
     pub fn compile(name: &str, spec: QuerySpec) -> Result<Self, String> {
         if spec.kind == ParamType::Path {
-            return Err(format!("query parameter `{name}`: type `path` is only for path segments"));
+            return Err(format!(
+                "query parameter `{name}`: type `path` is only for path segments"
+            ));
         }
         let pattern = spec
             .pattern
@@ -188,10 +192,30 @@ impl QueryParam {
         };
         if let Some(n) = number {
             let bounds = [
-                (spec.ge, "greater_than_equal", "greater than or equal to", n >= spec.ge.unwrap_or(0.0)),
-                (spec.gt, "greater_than", "greater than", n > spec.gt.unwrap_or(0.0)),
-                (spec.le, "less_than_equal", "less than or equal to", n <= spec.le.unwrap_or(0.0)),
-                (spec.lt, "less_than", "less than", n < spec.lt.unwrap_or(0.0)),
+                (
+                    spec.ge,
+                    "greater_than_equal",
+                    "greater than or equal to",
+                    n >= spec.ge.unwrap_or(0.0),
+                ),
+                (
+                    spec.gt,
+                    "greater_than",
+                    "greater than",
+                    n > spec.gt.unwrap_or(0.0),
+                ),
+                (
+                    spec.le,
+                    "less_than_equal",
+                    "less than or equal to",
+                    n <= spec.le.unwrap_or(0.0),
+                ),
+                (
+                    spec.lt,
+                    "less_than",
+                    "less than",
+                    n < spec.lt.unwrap_or(0.0),
+                ),
             ];
             for (bound, kind, words, ok) in bounds {
                 if let Some(bound) = bound
@@ -267,14 +291,11 @@ pub fn validate_query(
             if param.spec.required {
                 errors.push(FieldError::new(loc(), "missing", "Field required"));
             } else {
-                let default = param.default.clone().unwrap_or(if param.spec.multiple {
-                    Typed::List(Vec::new())
-                } else {
-                    // An optional parameter without a default reads as None; Python sees it
-                    // as absent from `request.query` rather than guessing a value.
-                    continue;
-                });
-                values.push((param.name.clone(), default));
+                match (&param.default, param.spec.multiple) {
+                    (Some(default), _) => values.push((param.name.clone(), default.clone())),
+                    (None, true) => values.push((param.name.clone(), Typed::List(Vec::new()))),
+                    (None, false) => values.push((param.name.clone(), Typed::None)),
+                }
             }
             continue;
         }
@@ -307,7 +328,10 @@ pub fn validate_query(
 }
 
 /// Checks a parsed JSON body against its compiled schema.
-pub fn validate_body(validator: &jsonschema::Validator, body: &Value) -> Result<(), Vec<FieldError>> {
+pub fn validate_body(
+    validator: &jsonschema::Validator,
+    body: &Value,
+) -> Result<(), Vec<FieldError>> {
     let errors: Vec<FieldError> = validator
         .iter_errors(body)
         .map(|error| {
@@ -322,7 +346,10 @@ pub fn validate_body(validator: &jsonschema::Validator, body: &Value) -> Result<
             }
             if let jsonschema::error::ValidationErrorKind::Required { property } = error.kind() {
                 loc.push(Loc::Key(
-                    property.as_str().map(str::to_owned).unwrap_or_else(|| property.to_string()),
+                    property
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| property.to_string()),
                 ));
             }
             let kind = error.kind().keyword().to_owned();
@@ -358,7 +385,12 @@ fn display_typed(value: &Typed) -> String {
         Typed::Float(f) => format_number(*f),
         Typed::Bool(b) => b.to_string(),
         Typed::Uuid(u) => u.to_string(),
-        Typed::List(items) => items.iter().map(display_typed).collect::<Vec<_>>().join(", "),
+        Typed::List(items) => items
+            .iter()
+            .map(display_typed)
+            .collect::<Vec<_>>()
+            .join(", "),
+        Typed::None => "None".to_owned(),
     }
 }
 
@@ -380,7 +412,10 @@ mod tests {
     }
 
     fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
-        items.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        items
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -401,7 +436,10 @@ mod tests {
         );
         let errors = validate_query(&params, &pairs(&[("limit", "0")])).unwrap_err();
         assert_eq!(errors[0].kind, "greater_than_equal");
-        assert_eq!(errors[0].loc, vec![Loc::Key("query".into()), Loc::Key("limit".into())]);
+        assert_eq!(
+            errors[0].loc,
+            vec![Loc::Key("query".into()), Loc::Key("limit".into())]
+        );
         let errors = validate_query(&params, &pairs(&[("limit", "x")])).unwrap_err();
         assert_eq!(errors[0].kind, "int_parsing");
     }
@@ -421,7 +459,11 @@ mod tests {
         assert_eq!(errors[0].kind, "missing");
         assert_eq!(
             errors[1].loc,
-            vec![Loc::Key("query".into()), Loc::Key("tag".into()), Loc::Index(1)]
+            vec![
+                Loc::Key("query".into()),
+                Loc::Key("tag".into()),
+                Loc::Index(1)
+            ]
         );
     }
 
@@ -429,12 +471,18 @@ mod tests {
     fn string_constraints() {
         let param = QueryParam::compile(
             "s",
-            spec(json!({"type": "str", "required": true, "min_length": 2, "max_length": 4,
-                        "pattern": "^[a-z]+$", "choices": null})),
+            spec(
+                json!({"type": "str", "required": true, "min_length": 2, "max_length": 4,
+                        "pattern": "^[a-z]+$", "choices": null}),
+            ),
         )
         .unwrap();
         let params = [param];
-        let kind = |v: &str| validate_query(&params, &pairs(&[("s", v)])).unwrap_err()[0].kind.clone();
+        let kind = |v: &str| {
+            validate_query(&params, &pairs(&[("s", v)])).unwrap_err()[0]
+                .kind
+                .clone()
+        };
         assert_eq!(kind("a"), "string_too_short");
         assert_eq!(kind("abcde"), "string_too_long");
         assert_eq!(kind("AB"), "string_pattern_mismatch");
@@ -458,7 +506,10 @@ mod tests {
 
     #[test]
     fn scalars_parse() {
-        assert_eq!(parse_scalar(ParamType::Bool, "Yes").unwrap(), Typed::Bool(true));
+        assert_eq!(
+            parse_scalar(ParamType::Bool, "Yes").unwrap(),
+            Typed::Bool(true)
+        );
         assert!(parse_scalar(ParamType::Float, "nan").is_err());
         assert!(parse_scalar(ParamType::Int, "99999999999999999999").is_err());
         assert!(parse_scalar(ParamType::Uuid, "not-a-uuid").is_err());
@@ -473,7 +524,10 @@ mod tests {
         });
         let validator = jsonschema::validator_for(&schema).unwrap();
         let errors = validate_body(&validator, &json!({"tags": [1, "x"]})).unwrap_err();
-        let locs: Vec<_> = errors.iter().map(|e| serde_json::to_value(&e.loc).unwrap()).collect();
+        let locs: Vec<_> = errors
+            .iter()
+            .map(|e| serde_json::to_value(&e.loc).unwrap())
+            .collect();
         assert!(locs.contains(&json!(["body", "name"])), "{locs:?}");
         assert!(locs.contains(&json!(["body", "tags", 1])), "{locs:?}");
     }

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import inspect
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -43,6 +44,7 @@ class Route:
     query: Mapping[str, Query]
     body_schema: dict[str, Any] | None
     is_async: bool
+    timeout: float | None = None
 
     def spec(self) -> dict[str, Any]:
         """Describe the route as plain JSON data, the form in which the host reads it."""
@@ -53,6 +55,7 @@ class Route:
             "is_async": self.is_async,
             "query": {name: param.spec() for name, param in self.query.items()},
             "body_schema": self.body_schema,
+            "timeout": self.timeout,
         }
 
 
@@ -86,6 +89,7 @@ class Router:
         *,
         query: Mapping[str, Query] | None = None,
         body: Any = None,
+        timeout: float | None = None,
     ) -> Callable[[HandlerT], HandlerT]:
         """Declare a route for ``methods`` at the path template ``path``.
 
@@ -93,7 +97,8 @@ class Router:
         (converters: ``str``, ``int``, ``float``, ``uuid``, and ``path`` for the rest of the path,
         last segment only). ``query`` declares the query parameters by name. ``body`` declares a
         JSON request body: a type for :func:`~pyhost.schema.json_schema`, or a JSON Schema
-        ``dict`` used as it is.
+        ``dict`` used as it is. ``timeout`` (seconds) overrides the host's
+        ``server.request_timeout`` for this route.
 
         Raises ``ValueError`` (or ``TypeError`` for arguments of the wrong type) on a malformed
         declaration, before the handler is even defined.
@@ -102,6 +107,7 @@ class Router:
         _check_path(path)
         checked_query = _check_query(query)
         body_schema = _body_schema(body)
+        checked_timeout = _check_timeout(timeout)
 
         def decorator(handler: HandlerT) -> HandlerT:
             if not callable(handler):
@@ -117,6 +123,7 @@ class Router:
                     query=checked_query,
                     body_schema=body_schema,
                     is_async=_is_async(handler),
+                    timeout=checked_timeout,
                 )
             )
             return handler
@@ -124,34 +131,59 @@ class Router:
         return decorator
 
     def get(
-        self, path: str, *, query: Mapping[str, Query] | None = None, body: Any = None
+        self,
+        path: str,
+        *,
+        query: Mapping[str, Query] | None = None,
+        body: Any = None,
+        timeout: float | None = None,
     ) -> Callable[[HandlerT], HandlerT]:
         """Declare a ``GET`` route (``HEAD`` is served from it too); see :meth:`route`."""
-        return self.route(path, ["GET"], query=query, body=body)
+        return self.route(path, ["GET"], query=query, body=body, timeout=timeout)
 
     def post(
-        self, path: str, *, query: Mapping[str, Query] | None = None, body: Any = None
+        self,
+        path: str,
+        *,
+        query: Mapping[str, Query] | None = None,
+        body: Any = None,
+        timeout: float | None = None,
     ) -> Callable[[HandlerT], HandlerT]:
         """Declare a ``POST`` route; see :meth:`route`."""
-        return self.route(path, ["POST"], query=query, body=body)
+        return self.route(path, ["POST"], query=query, body=body, timeout=timeout)
 
     def put(
-        self, path: str, *, query: Mapping[str, Query] | None = None, body: Any = None
+        self,
+        path: str,
+        *,
+        query: Mapping[str, Query] | None = None,
+        body: Any = None,
+        timeout: float | None = None,
     ) -> Callable[[HandlerT], HandlerT]:
         """Declare a ``PUT`` route; see :meth:`route`."""
-        return self.route(path, ["PUT"], query=query, body=body)
+        return self.route(path, ["PUT"], query=query, body=body, timeout=timeout)
 
     def patch(
-        self, path: str, *, query: Mapping[str, Query] | None = None, body: Any = None
+        self,
+        path: str,
+        *,
+        query: Mapping[str, Query] | None = None,
+        body: Any = None,
+        timeout: float | None = None,
     ) -> Callable[[HandlerT], HandlerT]:
         """Declare a ``PATCH`` route; see :meth:`route`."""
-        return self.route(path, ["PATCH"], query=query, body=body)
+        return self.route(path, ["PATCH"], query=query, body=body, timeout=timeout)
 
     def delete(
-        self, path: str, *, query: Mapping[str, Query] | None = None, body: Any = None
+        self,
+        path: str,
+        *,
+        query: Mapping[str, Query] | None = None,
+        body: Any = None,
+        timeout: float | None = None,
     ) -> Callable[[HandlerT], HandlerT]:
         """Declare a ``DELETE`` route; see :meth:`route`."""
-        return self.route(path, ["DELETE"], query=query, body=body)
+        return self.route(path, ["DELETE"], query=query, body=body, timeout=timeout)
 
     def include(self, other: Router, prefix: str = "") -> None:
         """Copy the routes of ``other`` into this router, with ``prefix`` put before each path.
@@ -235,6 +267,16 @@ def _check_path(template: str) -> None:
         if converter == "path" and index != len(segments) - 1:
             raise invalid(f"the path converter in {segment!r} must be in the last segment")
         names.add(name)
+
+
+def _check_timeout(timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    return float(timeout)
 
 
 def _check_query(query: Mapping[str, Query] | None) -> Mapping[str, Query]:

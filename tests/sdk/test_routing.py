@@ -228,6 +228,7 @@ def test_spec_is_plain_json_data():
             "q": Query().spec(),
         },
         "body_schema": None,
+        "timeout": None,
     }
     assert list(get_spec["query"]) == ["limit", "q"]
     assert post_spec["is_async"] is False
@@ -345,3 +346,18 @@ def test_include_checks_the_joined_template():
 def test_include_requires_a_router():
     with pytest.raises(TypeError, match="expects a Router"):
         Router().include([], prefix="/api")  # type: ignore[arg-type]
+
+
+def test_timeout_is_declared_per_route() -> None:
+    router = Router()
+
+    @router.get("/slow", timeout=2)
+    async def slow(request: object) -> None:
+        return None
+
+    assert router.routes[0].timeout == 2.0
+    assert router.routes[0].spec()["timeout"] == 2.0
+    with pytest.raises(ValueError, match="positive"):
+        router.get("/x", timeout=0)
+    with pytest.raises(TypeError, match="seconds"):
+        router.get("/x", timeout="1s")  # type: ignore[arg-type]

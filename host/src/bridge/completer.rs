@@ -3,7 +3,9 @@
 //!
 //! GIL: its methods are called from Python (the invoke wrapper), so it is held throughout.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use http::StatusCode;
 use pyo3::prelude::*;
@@ -11,8 +13,32 @@ use tokio::sync::oneshot;
 
 use crate::bridge::response::{self, ConvertError};
 use crate::bridge::sdk::sdk;
+use crate::bridge::watchdog::Watched;
 use crate::interpreter::format_exception;
 use crate::reply::Reply;
+
+/// Running handler tasks by request key, so a request can be cancelled. Only the loop thread
+/// touches it (the mutex is never contended).
+#[derive(Clone, Default)]
+pub struct TaskMap(Arc<Mutex<HashMap<u64, Py<PyAny>>>>);
+
+impl TaskMap {
+    /// Records the task of request `key`.
+    pub fn insert(&self, key: u64, task: Py<PyAny>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(key, task);
+    }
+
+    /// Forgets (and returns) the task of request `key`.
+    pub fn remove(&self, key: u64) -> Option<Py<PyAny>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&key)
+    }
+}
 
 /// Where one request's reply goes, and what to say in the log about it.
 #[pyclass(module = "pyhost")]
@@ -23,10 +49,14 @@ pub struct Completer {
     method: http::Method,
     handler: Arc<str>,
     debug: bool,
+    key: u64,
+    deadline: Option<Instant>,
+    tasks: TaskMap,
 }
 
 impl Completer {
     /// A completer for one request.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         reply: oneshot::Sender<Reply>,
         request_id: Arc<str>,
@@ -34,6 +64,9 @@ impl Completer {
         method: http::Method,
         handler: Arc<str>,
         debug: bool,
+        key: u64,
+        deadline: Option<Instant>,
+        tasks: TaskMap,
     ) -> Self {
         Self {
             reply: Some(reply),
@@ -42,11 +75,15 @@ impl Completer {
             method,
             handler,
             debug,
+            key,
+            deadline,
+            tasks,
         }
     }
 
-    /// Sends the reply, once; later calls do nothing.
+    /// Sends the reply, once; later calls do nothing. The request's task is finished with.
     pub fn send_reply(&mut self, reply: Reply) {
+        self.tasks.remove(self.key);
         if let Some(sender) = self.reply.take() {
             // The client may have gone away; its reply has nowhere to go, which is fine.
             let _ = sender.send(reply);
@@ -81,6 +118,16 @@ impl Completer {
 
 #[pymethods]
 impl Completer {
+    /// Wraps the handler's coroutine so its deadline holds even if it never yields.
+    fn watch(&self, py: Python<'_>, coroutine: Py<PyAny>) -> PyResult<Py<PyAny>> {
+        match self.deadline {
+            Some(deadline) => {
+                Ok(Py::new(py, Watched::new(coroutine, self.key, deadline))?.into_any())
+            }
+            None => Ok(coroutine),
+        }
+    }
+
     /// The handler returned `result`.
     fn done(&mut self, result: &Bound<'_, PyAny>) {
         if result.hasattr("__await__").unwrap_or(false) && !result.is_none() {
@@ -110,6 +157,22 @@ impl Completer {
             }
         }
         let err = PyErr::from_value(exc.clone());
+        let type_name = exc
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        if type_name == "HandlerTimeout" {
+            tracing::warn!(
+                "request {} ({} {}): handler {} kept the event loop busy past its deadline and was interrupted",
+                self.request_id,
+                self.method,
+                self.route,
+                self.handler,
+            );
+            let reply = Reply::detail(StatusCode::GATEWAY_TIMEOUT, "Handler timed out");
+            return self.send_reply(reply);
+        }
         if err.is_instance_of::<pyo3::exceptions::asyncio::CancelledError>(py) {
             tracing::warn!(
                 "request {} ({} {}): handler {} was cancelled",
@@ -129,10 +192,7 @@ impl Completer {
             self.route,
             self.handler,
         );
-        let summary = exc
-            .str()
-            .map(|s| s.to_string())
-            .unwrap_or_default();
+        let summary = exc.str().map(|s| s.to_string()).unwrap_or_default();
         let type_name = exc
             .get_type()
             .name()

@@ -12,8 +12,10 @@ use pyo3::prelude::*;
 use pyo3::types::PyModule;
 
 use crate::bridge::completer::Completer;
+use crate::bridge::completer::TaskMap;
 use crate::bridge::pyrequest::PyRequest;
-use crate::bridge::{Job, WakeQueue};
+use crate::bridge::watchdog;
+use crate::bridge::{Job, Message, WakeQueue};
 use crate::config::{Config, EventLoopKind};
 use crate::error::StartupError;
 use crate::interpreter::{self, InterpreterInfo, format_exception};
@@ -50,7 +52,7 @@ fn load_and_compile(py: Python<'_>, config: &Config) -> Result<(Ready, LoadedApp
 /// Returns the route table and a receiver that yields once the loop thread has finished.
 pub fn spawn(
     config: &Config,
-    queue: Arc<WakeQueue<Job>>,
+    queue: Arc<WakeQueue<Message>>,
 ) -> Result<(Ready, mpsc::Receiver<()>), StartupError> {
     interpreter::initialize(config)?;
     let (ready_tx, ready_rx) = mpsc::channel::<Result<Ready, StartupError>>();
@@ -71,7 +73,10 @@ pub fn spawn(
                     }
                 };
                 if let Err(err) = run_loop(py, &thread_config, queue, loaded) {
-                    tracing::error!("the event loop stopped with an error\n{}", format_exception(py, &err));
+                    tracing::error!(
+                        "the event loop stopped with an error\n{}",
+                        format_exception(py, &err)
+                    );
                 }
             });
             let _ = stopped_tx.send(());
@@ -107,7 +112,7 @@ fn new_event_loop<'py>(py: Python<'py>, kind: EventLoopKind) -> PyResult<Bound<'
 fn run_loop(
     py: Python<'_>,
     config: &Config,
-    queue: Arc<WakeQueue<Job>>,
+    queue: Arc<WakeQueue<Message>>,
     loaded: LoadedApp,
 ) -> PyResult<()> {
     let event_loop = new_event_loop(py, config.server.event_loop)?;
@@ -120,19 +125,27 @@ fn run_loop(
                 &pyo3::types::PyList::new(
                     py,
                     [
-                        ("max_workers", config.server.sync_threads.into_pyobject(py)?.into_any()),
-                        ("thread_name_prefix", "pyhost-sync".into_pyobject(py)?.into_any()),
+                        (
+                            "max_workers",
+                            config.server.sync_threads.into_pyobject(py)?.into_any(),
+                        ),
+                        (
+                            "thread_name_prefix",
+                            "pyhost-sync".into_pyobject(py)?.into_any(),
+                        ),
                     ],
                 )?
                 .into_any(),
             )?),
         )?;
-    let source = CString::new(INVOKE_SOURCE).map_err(|err| {
-        pyo3::exceptions::PyValueError::new_err(err.to_string())
-    })?;
+    let source = CString::new(INVOKE_SOURCE)
+        .map_err(|err| pyo3::exceptions::PyValueError::new_err(err.to_string()))?;
     let invoke = PyModule::from_code(py, &source, c"pyhost_invoke.py", c"pyhost_invoke")?;
-    let invokers = invoke.getattr("make_invokers")?.call1((&event_loop, &executor))?;
+    let invokers = invoke
+        .getattr("make_invokers")?
+        .call1((&event_loop, &executor))?;
     let (invoke_async, invoke_sync): (Py<PyAny>, Py<PyAny>) = invokers.extract()?;
+    watchdog::start(py, invoke.getattr("HandlerTimeout")?.unbind())?;
 
     let is_async = loaded.specs.iter().map(|spec| spec.is_async).collect();
     let dispatcher = Dispatcher {
@@ -144,6 +157,7 @@ fn run_loop(
         create_task: event_loop.getattr("create_task")?.unbind(),
         event_loop: event_loop.clone().unbind(),
         debug: config.server.debug,
+        tasks: TaskMap::default(),
     };
     event_loop.call_method1("add_reader", (queue.fd(), Py::new(py, dispatcher)?))?;
     event_loop.call_method0("run_forever")?;
@@ -154,7 +168,7 @@ fn run_loop(
 /// Called by the event loop whenever the wake-up socket is readable.
 #[pyclass(module = "pyhost")]
 struct Dispatcher {
-    queue: Arc<WakeQueue<Job>>,
+    queue: Arc<WakeQueue<Message>>,
     handlers: Vec<Py<PyAny>>,
     is_async: Vec<bool>,
     invoke_async: Py<PyAny>,
@@ -162,11 +176,13 @@ struct Dispatcher {
     create_task: Py<PyAny>,
     event_loop: Py<PyAny>,
     debug: bool,
+    tasks: TaskMap,
 }
 
 impl Dispatcher {
     /// Starts one handler call as a task. GIL: held (`py`).
     fn dispatch(&self, py: Python<'_>, job: Job) {
+        let job_key = job.key;
         let completer = Completer::new(
             job.reply,
             job.data.request_id.clone(),
@@ -174,6 +190,9 @@ impl Dispatcher {
             job.data.method.clone(),
             job.handler,
             self.debug,
+            job.key,
+            job.deadline,
+            self.tasks.clone(),
         );
         // If even the completer cannot be allocated, dropping it drops the reply sender and
         // the waiting tokio task answers 500 on its own.
@@ -194,8 +213,24 @@ impl Dispatcher {
                 ))
             })
             .and_then(|coroutine| self.create_task.bind(py).call1((coroutine,)));
+        match &started {
+            // The completer removes the entry when the handler finishes, which may already
+            // have happened if the task ran eagerly.
+            Ok(task)
+                if !task
+                    .call_method0("done")
+                    .and_then(|d| d.is_truthy())
+                    .unwrap_or(true) =>
+            {
+                self.tasks.insert(job_key, task.clone().unbind());
+            }
+            _ => {}
+        }
         if let Err(err) = started {
-            tracing::error!("could not start a handler task\n{}", format_exception(py, &err));
+            tracing::error!(
+                "could not start a handler task\n{}",
+                format_exception(py, &err)
+            );
             let mut completer = completer.borrow_mut(py);
             let reply = completer.internal_error(Some(err.to_string()), None);
             completer.send_reply(reply);
@@ -210,8 +245,15 @@ impl Dispatcher {
             self.event_loop.bind(py).call_method0("stop")?;
             return Ok(());
         }
-        for job in self.queue.drain() {
-            self.dispatch(py, job);
+        for message in self.queue.drain() {
+            match message {
+                Message::Run(job) => self.dispatch(py, *job),
+                Message::Cancel(key) => {
+                    if let Some(task) = self.tasks.remove(key) {
+                        task.bind(py).call_method0("cancel")?;
+                    }
+                }
+            }
         }
         Ok(())
     }

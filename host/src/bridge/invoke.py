@@ -8,6 +8,14 @@ import asyncio
 import contextvars
 
 
+class HandlerTimeout(BaseException):
+    """Raised inside a handler that kept the event loop busy past its deadline.
+
+    It derives from BaseException so that ``except Exception`` in handler code does not
+    swallow it.
+    """
+
+
 def make_invokers(loop, executor):
     run_in_executor = loop.run_in_executor
     copy_context = contextvars.copy_context
@@ -15,7 +23,9 @@ def make_invokers(loop, executor):
 
     async def invoke_async(handler, request, completer):
         try:
-            result = await handler(request)
+            # watch() wraps the coroutine in a deadline-aware stepper when the route has a
+            # timeout, and returns it unchanged otherwise.
+            result = await completer.watch(handler(request))
         except BaseException as exc:
             completer.fail(exc)
             if isinstance(exc, cancelled_error):

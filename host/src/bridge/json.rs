@@ -43,7 +43,7 @@ impl serde::Serialize for PyJson<'_, '_> {
         if value.is_none() {
             serializer.serialize_unit()
         } else if let Ok(s) = value.cast::<PyString>() {
-            serializer.serialize_str(&s.to_str().map_err(S::Error::custom)?)
+            serializer.serialize_str(s.to_str().map_err(S::Error::custom)?)
         } else if let Ok(b) = value.cast::<PyBool>() {
             serializer.serialize_bool(b.is_true())
         } else if let Ok(i) = value.cast::<PyInt>() {
@@ -52,7 +52,9 @@ impl serde::Serialize for PyJson<'_, '_> {
             } else if let Ok(n) = i.extract::<u64>() {
                 serializer.serialize_u64(n)
             } else {
-                Err(S::Error::custom("integer too large for JSON (over 64 bits)"))
+                Err(S::Error::custom(
+                    "integer too large for JSON (over 64 bits)",
+                ))
             }
         } else if let Ok(f) = value.cast::<PyFloat>() {
             let f = f.value();
@@ -64,19 +66,31 @@ impl serde::Serialize for PyJson<'_, '_> {
         } else if let Ok(dict) = value.cast::<PyDict>() {
             let mut map = serializer.serialize_map(Some(dict.len()))?;
             for (key, item) in dict.iter() {
-                map.serialize_entry(&json_key(&key).map_err(S::Error::custom)?, &PyJson { value: &item, depth })?;
+                map.serialize_entry(
+                    &json_key(&key).map_err(S::Error::custom)?,
+                    &PyJson {
+                        value: &item,
+                        depth,
+                    },
+                )?;
             }
             map.end()
         } else if let Ok(list) = value.cast::<PyList>() {
             let mut seq = serializer.serialize_seq(Some(list.len()))?;
             for item in list.iter() {
-                seq.serialize_element(&PyJson { value: &item, depth })?;
+                seq.serialize_element(&PyJson {
+                    value: &item,
+                    depth,
+                })?;
             }
             seq.end()
         } else if let Ok(tuple) = value.cast::<PyTuple>() {
             let mut seq = serializer.serialize_seq(Some(tuple.len()))?;
             for item in tuple.iter() {
-                seq.serialize_element(&PyJson { value: &item, depth })?;
+                seq.serialize_element(&PyJson {
+                    value: &item,
+                    depth,
+                })?;
             }
             seq.end()
         } else {
@@ -111,7 +125,9 @@ fn json_key(key: &Bound<'_, PyAny>) -> Result<String, String> {
         .fully_qualified_name()
         .map(|n| n.to_string())
         .unwrap_or_default();
-    Err(format!("keys must be str, int, float, bool or None, not {type_name}"))
+    Err(format!(
+        "keys must be str, int, float, bool or None, not {type_name}"
+    ))
 }
 
 /// Builds Python objects from parsed JSON.

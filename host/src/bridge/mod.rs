@@ -13,9 +13,11 @@ pub mod pyrequest;
 mod queue;
 pub mod response;
 mod sdk;
+mod watchdog;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -29,8 +31,20 @@ use crate::routing::RouteTable;
 pub use event_loop::inspect;
 pub use queue::WakeQueue;
 
+/// What the loop thread is asked to do.
+pub enum Message {
+    /// Run a handler for a request.
+    Run(Box<Job>),
+    /// Cancel the handler task of request `key` (its client left or its time ran out).
+    Cancel(u64),
+}
+
 /// One request on its way to a handler.
 pub struct Job {
+    /// Identifies the request's task for cancellation.
+    pub key: u64,
+    /// When the handler must have answered, if the route has a timeout.
+    pub deadline: Option<Instant>,
     /// Route id: index of the handler.
     pub route: usize,
     /// `module.qualname` of the handler, for logs.
@@ -43,7 +57,8 @@ pub struct Job {
 
 /// A running interpreter with its loaded routes, ready to take requests.
 pub struct Bridge {
-    queue: Arc<WakeQueue<Job>>,
+    queue: Arc<WakeQueue<Message>>,
+    next_key: AtomicU64,
     table: Arc<RouteTable>,
     info: InterpreterInfo,
     stopped: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
@@ -61,6 +76,7 @@ impl Bridge {
         let (table, info) = ready;
         Ok(Self {
             queue,
+            next_key: AtomicU64::new(1),
             table: Arc::new(table),
             info,
             stopped: std::sync::Mutex::new(Some(stopped)),
@@ -77,16 +93,31 @@ impl Bridge {
         &self.info
     }
 
-    /// Hands a request to the loop thread; the reply arrives on the returned channel.
-    pub fn submit(&self, route: usize, handler: Arc<str>, data: RequestData) -> oneshot::Receiver<Reply> {
+    /// Hands a request to the loop thread; the reply arrives on the returned channel, and the
+    /// key identifies the request for [`Bridge::cancel`].
+    pub fn submit(
+        &self,
+        route: usize,
+        handler: Arc<str>,
+        data: RequestData,
+        deadline: Option<Instant>,
+    ) -> (u64, oneshot::Receiver<Reply>) {
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let (reply, receiver) = oneshot::channel();
-        self.queue.push(Job {
+        self.queue.push(Message::Run(Box::new(Job {
+            key,
+            deadline,
             route,
             handler,
             data,
             reply,
-        });
-        receiver
+        })));
+        (key, receiver)
+    }
+
+    /// Cancels the handler task of a submitted request, if it is still running.
+    pub fn cancel(&self, key: u64) {
+        self.queue.push(Message::Cancel(key));
     }
 
     /// Stops the event loop and waits up to `wait` for the loop thread to finish.

@@ -64,6 +64,7 @@ fn typed_to_python<'py>(py: Python<'py>, value: &Typed) -> PyResult<Bound<'py, P
         Typed::Float(f) => f.into_pyobject(py)?.into_any(),
         Typed::Bool(b) => b.into_pyobject(py)?.to_owned().into_any(),
         Typed::Uuid(u) => sdk(py)?.uuid.bind(py).call1((u.to_string(),))?,
+        Typed::None => py.None().into_bound(py),
         Typed::List(items) => {
             let list = PyList::empty(py);
             for item in items {
@@ -119,7 +120,9 @@ impl PyRequest {
     /// Typed path parameters.
     #[getter]
     fn path_params<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        cached(py, &self.path_params, || typed_dict(py, &self.data.path_params))
+        cached(py, &self.path_params, || {
+            typed_dict(py, &self.data.path_params)
+        })
     }
 
     /// Declared query parameters, validated and typed, defaults filled.
@@ -175,10 +178,12 @@ impl PyRequest {
             }
             match serde_json::from_slice::<serde_json::Value>(&self.data.body) {
                 Ok(value) => Ok(json::to_python(py, &value)?.unbind()),
-                Err(err) => Err(PyErr::from_value(sdk(py)?.http_error.bind(py).call1((
-                    400,
-                    format!("Malformed JSON body: {err}"),
-                ))?)),
+                Err(err) => Err(PyErr::from_value(
+                    sdk(py)?
+                        .http_error
+                        .bind(py)
+                        .call1((400, format!("Malformed JSON body: {err}")))?,
+                )),
             }
         })
     }

@@ -69,7 +69,12 @@ impl<T> WakeQueue<T> {
         // Disarm before taking: a push that lands after this point writes a fresh byte, so no
         // item can be left behind without a wake-up.
         self.armed.store(false, Ordering::Release);
-        std::mem::take(&mut *self.items.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+        std::mem::take(
+            &mut *self
+                .items
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
     }
 
     fn wake(&self) {

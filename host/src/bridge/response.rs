@@ -84,10 +84,14 @@ fn render_body(value: &Bound<'_, PyAny>) -> Result<(Bytes, &'static str), Conver
         return Ok((Bytes::copy_from_slice(bytes.as_bytes()), OCTETS));
     }
     if value.is_instance_of::<PyByteArray>() || value.is_instance_of::<PyMemoryView>() {
-        let bytes = value.py().get_type::<PyBytes>()
+        let bytes = value
+            .py()
+            .get_type::<PyBytes>()
             .call1((value,))
             .map_err(invalid)?;
-        let bytes = bytes.cast::<PyBytes>().map_err(|e| ConvertError::Invalid(e.to_string()))?;
+        let bytes = bytes
+            .cast::<PyBytes>()
+            .map_err(|e| ConvertError::Invalid(e.to_string()))?;
         return Ok((Bytes::copy_from_slice(bytes.as_bytes()), OCTETS));
     }
     match to_json(value) {
@@ -119,11 +123,13 @@ fn from_response_object(response: &Bound<'_, PyAny>) -> Result<Reply, ConvertErr
 }
 
 fn status_of(value: &Bound<'_, PyAny>) -> Result<StatusCode, ConvertError> {
-    let code: u16 = value
-        .extract()
-        .map_err(|_| ConvertError::Invalid(format!("status must be an int, not {}", type_name(value))))?;
+    let code: u16 = value.extract().map_err(|_| {
+        ConvertError::Invalid(format!("status must be an int, not {}", type_name(value)))
+    })?;
     if !(100..=599).contains(&code) {
-        return Err(ConvertError::Invalid(format!("status {code} is outside 100-599")));
+        return Err(ConvertError::Invalid(format!(
+            "status {code} is outside 100-599"
+        )));
     }
     StatusCode::from_u16(code).map_err(|e| ConvertError::Invalid(e.to_string()))
 }
@@ -134,7 +140,9 @@ fn header_value(text: &str) -> Result<HeaderValue, ConvertError> {
 }
 
 /// Reads headers given as a mapping or a sequence of `(name, value)` pairs.
-pub fn headers_of(value: &Bound<'_, PyAny>) -> Result<Vec<(HeaderName, HeaderValue)>, ConvertError> {
+pub fn headers_of(
+    value: &Bound<'_, PyAny>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, ConvertError> {
     if value.is_none() {
         return Ok(Vec::new());
     }
@@ -145,7 +153,9 @@ pub fn headers_of(value: &Bound<'_, PyAny>) -> Result<Vec<(HeaderName, HeaderVal
             .map_err(invalid)?
     } else if value.is_instance_of::<PyList>() || value.is_instance_of::<PyTuple>() {
         value.extract().map_err(|_| {
-            ConvertError::Invalid("headers must be a dict or a list of (name, value) string pairs".into())
+            ConvertError::Invalid(
+                "headers must be a dict or a list of (name, value) string pairs".into(),
+            )
         })?
     } else if value.hasattr("items").unwrap_or(false) {
         value

@@ -1,0 +1,192 @@
+//! Handler deadlines that hold even when a handler never yields.
+//!
+//! An `async def` handler with a deadline is awaited through [`Watched`], which steps the
+//! handler's coroutine itself and records, for the duration of each step, which request is
+//! running and until when. A watchdog thread (never a tokio worker) polls that record; when a
+//! step outlives its deadline (a CPU loop that never returns to the event loop) it takes the
+//! GIL, checks the same step is still running, and raises `HandlerTimeout` in the loop thread
+//! with `PyThreadState_SetAsyncExc`. Because the check and the raise happen under the GIL, the
+//! exception can only land inside that handler's code, never in the event loop itself.
+//!
+//! Limits: an exception is only delivered between bytecodes, so a handler blocked inside a
+//! long C call is interrupted when that call returns.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use pyo3::exceptions::PyStopIteration;
+use pyo3::ffi;
+use pyo3::prelude::*;
+
+/// How often the watchdog looks at the running step.
+const POLL: Duration = Duration::from_millis(5);
+
+/// The step currently running on the loop thread (key 0: none).
+struct StepRecord {
+    key: AtomicU64,
+    deadline: AtomicU64,
+    loop_thread: AtomicU64,
+    exception: OnceLock<Py<PyAny>>,
+    started: AtomicBool,
+}
+
+static STEP: StepRecord = StepRecord {
+    key: AtomicU64::new(0),
+    deadline: AtomicU64::new(0),
+    loop_thread: AtomicU64::new(0),
+    exception: OnceLock::new(),
+    started: AtomicBool::new(false),
+};
+
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+/// A monotonic time as nanoseconds since the first call, for storing in atomics.
+pub fn monotonic_nanos(at: Instant) -> u64 {
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(at.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Registers the loop thread and the exception to raise, and starts the watchdog thread once.
+///
+/// GIL: held (`py`); must be called on the loop thread.
+pub fn start(py: Python<'_>, exception: Py<PyAny>) -> PyResult<()> {
+    let ident: u64 = py
+        .import("threading")?
+        .call_method0("get_ident")?
+        .extract()?;
+    STEP.loop_thread.store(ident, Ordering::Release);
+    let _ = STEP.exception.set(exception);
+    if STEP.started.swap(true, Ordering::AcqRel) {
+        return Ok(());
+    }
+    std::thread::Builder::new()
+        .name("pyhost-watchdog".to_owned())
+        .spawn(watch)
+        .map(|_| ())
+        .map_err(|err| pyo3::exceptions::PyRuntimeError::new_err(err.to_string()))
+}
+
+fn watch() {
+    let mut last_fired = 0u64;
+    loop {
+        std::thread::sleep(POLL);
+        let key = STEP.key.load(Ordering::Acquire);
+        if key == 0 || key == last_fired {
+            continue;
+        }
+        let deadline = STEP.deadline.load(Ordering::Acquire);
+        if monotonic_nanos(Instant::now()) < deadline {
+            continue;
+        }
+        // The loop thread is busy inside a handler past its deadline; the GIL is taken here,
+        // on the watchdog's own thread, and only in this case.
+        Python::attach(|_py| {
+            if STEP.key.load(Ordering::Acquire) != key {
+                return;
+            }
+            let Some(exception) = STEP.exception.get() else {
+                return;
+            };
+            let thread = STEP.loop_thread.load(Ordering::Acquire);
+            // SAFETY: the GIL is held; the thread id was read from threading.get_ident() on the
+            // loop thread and the exception type is a live class kept in a static.
+            unsafe {
+                ffi::PyThreadState_SetAsyncExc(thread as std::os::raw::c_long, exception.as_ptr());
+            }
+            last_fired = key;
+        });
+    }
+}
+
+/// An awaitable that runs a handler's coroutine one step at a time under a deadline.
+#[pyclass(module = "pyhost")]
+pub struct Watched {
+    coroutine: Py<PyAny>,
+    key: u64,
+    deadline: u64,
+}
+
+impl Watched {
+    /// Wraps `coroutine` for request `key` with a deadline.
+    pub fn new(coroutine: Py<PyAny>, key: u64, deadline: Instant) -> Self {
+        Self {
+            coroutine,
+            key,
+            deadline: monotonic_nanos(deadline),
+        }
+    }
+
+    fn enter(&self) {
+        STEP.deadline.store(self.deadline, Ordering::Release);
+        STEP.key.store(self.key, Ordering::Release);
+    }
+
+    fn leave() {
+        STEP.key.store(0, Ordering::Release);
+    }
+
+    /// One step: send `value` into the coroutine. GIL: held (`py`).
+    fn step(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let mut out: *mut ffi::PyObject = std::ptr::null_mut();
+        self.enter();
+        // SAFETY: the GIL is held; both pointers are live objects owned by this struct or the
+        // caller; PyIter_Send stores a new reference (or NULL with an exception set) in `out`.
+        let status = unsafe { ffi::PyIter_Send(self.coroutine.as_ptr(), value.as_ptr(), &mut out) };
+        Self::leave();
+        match status {
+            ffi::PySendResult::PYGEN_NEXT => {
+                // SAFETY: PYGEN_NEXT hands back a new, non-NULL reference.
+                Ok(unsafe { Bound::from_owned_ptr(py, out) }.unbind())
+            }
+            ffi::PySendResult::PYGEN_RETURN => {
+                // SAFETY: PYGEN_RETURN hands back a new, non-NULL reference (the return value).
+                let result = unsafe { Bound::from_owned_ptr(py, out) };
+                Err(PyStopIteration::new_err((result.unbind(),)))
+            }
+            ffi::PySendResult::PYGEN_ERROR => Err(PyErr::fetch(py)),
+        }
+    }
+}
+
+#[pymethods]
+impl Watched {
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.step(py, &py.None().into_bound(py))
+    }
+
+    fn send(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        self.step(py, value)
+    }
+
+    #[pyo3(signature = (typ, value=None, traceback=None))]
+    fn throw(
+        &self,
+        py: Python<'_>,
+        typ: &Bound<'_, PyAny>,
+        value: Option<&Bound<'_, PyAny>>,
+        traceback: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let coroutine = self.coroutine.bind(py);
+        self.enter();
+        let outcome = match (value, traceback) {
+            (None, _) => coroutine.call_method1("throw", (typ,)),
+            (Some(value), None) => coroutine.call_method1("throw", (typ, value)),
+            (Some(value), Some(tb)) => coroutine.call_method1("throw", (typ, value, tb)),
+        };
+        Self::leave();
+        outcome.map(Bound::unbind)
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        self.coroutine.bind(py).call_method0("close").map(|_| ())
+    }
+}
