@@ -39,6 +39,7 @@ pub mod server;
 mod service;
 mod signals;
 mod spec;
+mod target;
 mod validation;
 
 use std::future::Future;

@@ -12,13 +12,13 @@ use bytes::Bytes;
 use http::header::{ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use percent_encoding::percent_decode_str;
 
 use crate::bridge::Bridge;
 use crate::config::ServerConfig;
 use crate::reply::Reply;
 use crate::request::RequestData;
 use crate::routing::{Lookup, Route};
+use crate::target::{self, TargetError};
 use crate::validation::{self, FieldError};
 
 /// The host's request handler: stateless apart from the bridge and the request counter.
@@ -178,22 +178,25 @@ impl HttpService {
             }
         };
 
+        let bad_target = |err: TargetError| {
+            Answer::new(Reply::detail(StatusCode::BAD_REQUEST, format!("Bad request target: {err}")))
+        };
         let mut params = Vec::with_capacity(raw_params.len());
         for (name, raw) in raw_params {
-            match percent_decode_str(&raw).decode_utf8() {
-                Ok(text) => params.push((name, text.into_owned())),
-                Err(_) => {
-                    return Answer::new(Reply::detail(
-                        StatusCode::BAD_REQUEST,
-                        format!("Path parameter {name:?} is not valid UTF-8 once percent-decoded"),
-                    ));
-                }
+            match target::decode_path(&raw) {
+                Ok(text) => params.push((name, text)),
+                Err(err) => return bad_target(err),
             }
         }
         let query_string = parts.uri.query().unwrap_or_default().to_owned();
-        let query_pairs: Vec<(String, String)> = form_urlencoded::parse(query_string.as_bytes())
-            .into_owned()
-            .collect();
+        let query_pairs = match target::decode_query(&query_string) {
+            Ok(pairs) => pairs,
+            Err(err) => return bad_target(err),
+        };
+        let path = match target::decode_path(parts.uri.path()) {
+            Ok(path) => path,
+            Err(err) => return bad_target(err),
+        };
 
         let mut errors: Vec<FieldError> = Vec::new();
         let path_params =
@@ -233,9 +236,7 @@ impl HttpService {
             .map(|p| p.as_str())
             .unwrap_or("/");
         let data = RequestData {
-            path: percent_decode_str(parts.uri.path())
-                .decode_utf8_lossy()
-                .into_owned(),
+            path,
             url: format!("http://{host}{path_and_query}"),
             method: parts.method,
             query_string,
