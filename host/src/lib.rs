@@ -214,6 +214,13 @@ impl Host {
         .await
     }
 
+    /// The bridge's figures as one `key=value` line: requests served, GIL hold per request
+    /// (p50/p99/max), hand-off latency to the loop thread, GIL waits of the host's own threads,
+    /// and GIL acquisitions from tokio threads (zero by design).
+    pub fn stats(&self) -> String {
+        bridge::stats::STATS.summary()
+    }
+
     /// Stops the event loop. The interpreter itself is never finalised: extension modules and
     /// `Py` handles still alive on other threads make that unsafe, and the process is ending.
     pub fn shutdown(&self) {

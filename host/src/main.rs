@@ -104,6 +104,7 @@ fn serve(
         Ok::<_, StartupError>(host.serve(listener, signals.recv()).await)
     })?;
     host.shutdown();
+    eprintln!("pyhost stats: {}", host.stats());
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     if !drained {
         tracing::warn!("exiting with requests still in flight");

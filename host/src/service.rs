@@ -179,7 +179,10 @@ impl HttpService {
         };
 
         let bad_target = |err: TargetError| {
-            Answer::new(Reply::detail(StatusCode::BAD_REQUEST, format!("Bad request target: {err}")))
+            Answer::new(Reply::detail(
+                StatusCode::BAD_REQUEST,
+                format!("Bad request target: {err}"),
+            ))
         };
         let mut params = Vec::with_capacity(raw_params.len());
         for (name, raw) in raw_params {

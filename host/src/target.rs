@@ -28,7 +28,10 @@ pub fn decode_path(raw: &str) -> Result<String, TargetError> {
     if decoded.contains('\0') {
         return Err(TargetError::Nul);
     }
-    if decoded.split('/').any(|segment| segment == "." || segment == "..") {
+    if decoded
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
         return Err(TargetError::DotSegment);
     }
     Ok(decoded.into_owned())
@@ -70,7 +73,13 @@ mod tests {
     #[test]
     fn queries_keep_repeats_and_order() {
         let pairs = decode_query("a=1&b=x+y&a=2&flag&&c=%C3%A9").unwrap();
-        let expected = [("a", "1"), ("b", "x y"), ("a", "2"), ("flag", ""), ("c", "é")];
+        let expected = [
+            ("a", "1"),
+            ("b", "x y"),
+            ("a", "2"),
+            ("flag", ""),
+            ("c", "é"),
+        ];
         assert_eq!(
             pairs,
             expected
@@ -78,6 +87,9 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<Vec<_>>()
         );
-        assert_eq!(decode_query("a=%ff"), Err(TargetError::NotUtf8("query string")));
+        assert_eq!(
+            decode_query("a=%ff"),
+            Err(TargetError::NotUtf8("query string"))
+        );
     }
 }

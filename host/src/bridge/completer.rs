@@ -4,8 +4,9 @@
 //! GIL: its methods are called from Python (the invoke wrapper), so it is held throughout.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use pyo3::prelude::*;
@@ -13,6 +14,7 @@ use tokio::sync::oneshot;
 
 use crate::bridge::response::{self, ConvertError};
 use crate::bridge::sdk::sdk;
+use crate::bridge::stats::STATS;
 use crate::bridge::watchdog::Watched;
 use crate::interpreter::format_exception;
 use crate::reply::Reply;
@@ -52,6 +54,7 @@ pub struct Completer {
     key: u64,
     deadline: Option<Instant>,
     tasks: TaskMap,
+    held: Arc<AtomicU64>,
 }
 
 impl Completer {
@@ -78,12 +81,23 @@ impl Completer {
             key,
             deadline,
             tasks,
+            held: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The request's GIL-hold accumulator (nanoseconds), shared with its stepper.
+    pub fn held(&self) -> Arc<AtomicU64> {
+        self.held.clone()
     }
 
     /// Sends the reply, once; later calls do nothing. The request's task is finished with.
     pub fn send_reply(&mut self, reply: Reply) {
         self.tasks.remove(self.key);
+        if self.reply.is_some() {
+            STATS
+                .gil_hold
+                .record(Duration::from_nanos(self.held.load(Ordering::Relaxed)));
+        }
         if let Some(sender) = self.reply.take() {
             // The client may have gone away; its reply has nowhere to go, which is fine.
             let _ = sender.send(reply);
@@ -118,27 +132,22 @@ impl Completer {
 
 #[pymethods]
 impl Completer {
-    /// Wraps the handler's coroutine so its deadline holds even if it never yields.
+    /// Wraps the handler's coroutine: its steps are timed, and its deadline (if any) holds even
+    /// if it never yields.
     fn watch(&self, py: Python<'_>, coroutine: Py<PyAny>) -> PyResult<Py<PyAny>> {
-        match self.deadline {
-            Some(deadline) => {
-                Ok(Py::new(py, Watched::new(coroutine, self.key, deadline))?.into_any())
-            }
-            None => Ok(coroutine),
-        }
+        let watched = Watched::new(coroutine, self.key, self.deadline, self.held.clone());
+        Ok(Py::new(py, watched)?.into_any())
     }
 
     /// The handler returned `result`.
     fn done(&mut self, result: &Bound<'_, PyAny>) {
-        if result.hasattr("__await__").unwrap_or(false) && !result.is_none() {
-            // Close it so Python does not warn that it was never awaited.
-            let _ = result.call_method0("close");
-            return self.conversion_failed(ConvertError::Unserializable {
-                type_name: "coroutine".to_owned(),
-                reason: "the handler returned an awaitable instead of awaiting it".to_owned(),
-            });
-        }
-        match response::from_result(result) {
+        let began = Instant::now();
+        let converted = response::from_result(result);
+        self.held.fetch_add(
+            u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        match converted {
             Ok(reply) => self.send_reply(reply),
             Err(err) => self.conversion_failed(err),
         }

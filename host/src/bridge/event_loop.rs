@@ -14,6 +14,7 @@ use pyo3::types::PyModule;
 use crate::bridge::completer::Completer;
 use crate::bridge::completer::TaskMap;
 use crate::bridge::pyrequest::PyRequest;
+use crate::bridge::stats::{self, STATS};
 use crate::bridge::watchdog;
 use crate::bridge::{Job, Message, WakeQueue};
 use crate::config::{Config, EventLoopKind};
@@ -29,7 +30,7 @@ type Ready = (RouteTable, InterpreterInfo);
 /// Loads the handler package on the current thread without serving (for `check`/`routes`).
 pub fn inspect(config: &Config) -> Result<Ready, StartupError> {
     interpreter::initialize(config)?;
-    Python::attach(|py| load_and_compile(py, config).map(|(ready, _)| ready))
+    stats::attach(|py| load_and_compile(py, config).map(|(ready, _)| ready))
 }
 
 fn load_and_compile(py: Python<'_>, config: &Config) -> Result<(Ready, LoadedApp), StartupError> {
@@ -61,7 +62,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("pyhost-loop".to_owned())
         .spawn(move || {
-            Python::attach(|py| {
+            stats::attach(|py| {
                 let loaded = match load_and_compile(py, &thread_config) {
                     Ok((ready, loaded)) => {
                         let _ = ready_tx.send(Ok(ready));
@@ -182,6 +183,10 @@ struct Dispatcher {
 impl Dispatcher {
     /// Starts one handler call as a task. GIL: held (`py`).
     fn dispatch(&self, py: Python<'_>, job: Job) {
+        let began = std::time::Instant::now();
+        STATS
+            .handoff
+            .record(began.saturating_duration_since(job.queued_at));
         let job_key = job.key;
         let completer = Completer::new(
             job.reply,
@@ -194,6 +199,7 @@ impl Dispatcher {
             job.deadline,
             self.tasks.clone(),
         );
+        let held = completer.held();
         // If even the completer cannot be allocated, dropping it drops the reply sender and
         // the waiting tokio task answers 500 on its own.
         let Ok(completer) = Py::new(py, completer) else {
@@ -235,6 +241,10 @@ impl Dispatcher {
             let reply = completer.internal_error(Some(err.to_string()), None);
             completer.send_reply(reply);
         }
+        held.fetch_add(
+            u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 }
 

@@ -13,6 +13,7 @@ pub mod pyrequest;
 mod queue;
 pub mod response;
 mod sdk;
+pub mod stats;
 mod watchdog;
 
 use std::sync::Arc;
@@ -45,6 +46,8 @@ pub struct Job {
     pub key: u64,
     /// When the handler must have answered, if the route has a timeout.
     pub deadline: Option<Instant>,
+    /// When the job was handed over, for the hand-off figures.
+    pub queued_at: Instant,
     /// Route id: index of the handler.
     pub route: usize,
     /// `module.qualname` of the handler, for logs.
@@ -107,6 +110,7 @@ impl Bridge {
         self.queue.push(Message::Run(Box::new(Job {
             key,
             deadline,
+            queued_at: Instant::now(),
             route,
             handler,
             data,

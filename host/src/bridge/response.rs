@@ -96,6 +96,14 @@ fn render_body(value: &Bound<'_, PyAny>) -> Result<(Bytes, &'static str), Conver
     }
     match to_json(value) {
         Ok(json) => Ok((Bytes::from(json), JSON)),
+        Err(_) if value.hasattr("__await__").unwrap_or(false) => {
+            // Close it so Python does not warn that it was never awaited.
+            let _ = value.call_method0("close");
+            Err(ConvertError::Unserializable {
+                type_name: type_name(value),
+                reason: "the handler returned an awaitable instead of awaiting it".to_owned(),
+            })
+        }
         Err(err) => Err(ConvertError::Unserializable {
             type_name: type_name(value),
             reason: err.0,

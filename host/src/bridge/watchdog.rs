@@ -11,8 +11,8 @@
 //! Limits: an exception is only delivered between bytecodes, so a handler blocked inside a
 //! long C call is interrupted when that call returns.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyStopIteration;
@@ -81,7 +81,7 @@ fn watch() {
         }
         // The loop thread is busy inside a handler past its deadline; the GIL is taken here,
         // on the watchdog's own thread, and only in this case.
-        Python::attach(|_py| {
+        crate::bridge::stats::attach(|_py| {
             if STEP.key.load(Ordering::Acquire) != key {
                 return;
             }
@@ -99,41 +99,56 @@ fn watch() {
     }
 }
 
-/// An awaitable that runs a handler's coroutine one step at a time under a deadline.
+/// An awaitable that runs a handler's coroutine one step at a time, timing each step (the
+/// GIL-hold figures) and, when the request has a deadline, exposing it to the watchdog.
 #[pyclass(module = "pyhost")]
 pub struct Watched {
     coroutine: Py<PyAny>,
     key: u64,
-    deadline: u64,
+    deadline: Option<u64>,
+    held: Arc<AtomicU64>,
 }
 
 impl Watched {
-    /// Wraps `coroutine` for request `key` with a deadline.
-    pub fn new(coroutine: Py<PyAny>, key: u64, deadline: Instant) -> Self {
+    /// Wraps `coroutine` for request `key`; step time is added to `held` (nanoseconds).
+    pub fn new(
+        coroutine: Py<PyAny>,
+        key: u64,
+        deadline: Option<Instant>,
+        held: Arc<AtomicU64>,
+    ) -> Self {
         Self {
             coroutine,
             key,
-            deadline: monotonic_nanos(deadline),
+            deadline: deadline.map(monotonic_nanos),
+            held,
         }
     }
 
-    fn enter(&self) {
-        STEP.deadline.store(self.deadline, Ordering::Release);
-        STEP.key.store(self.key, Ordering::Release);
+    fn enter(&self) -> Instant {
+        if let Some(deadline) = self.deadline {
+            STEP.deadline.store(deadline, Ordering::Release);
+            STEP.key.store(self.key, Ordering::Release);
+        }
+        Instant::now()
     }
 
-    fn leave() {
-        STEP.key.store(0, Ordering::Release);
+    fn leave(&self, started: Instant) {
+        if self.deadline.is_some() {
+            STEP.key.store(0, Ordering::Release);
+        }
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.held.fetch_add(nanos, Ordering::Relaxed);
     }
 
     /// One step: send `value` into the coroutine. GIL: held (`py`).
     fn step(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let mut out: *mut ffi::PyObject = std::ptr::null_mut();
-        self.enter();
+        let started = self.enter();
         // SAFETY: the GIL is held; both pointers are live objects owned by this struct or the
         // caller; PyIter_Send stores a new reference (or NULL with an exception set) in `out`.
         let status = unsafe { ffi::PyIter_Send(self.coroutine.as_ptr(), value.as_ptr(), &mut out) };
-        Self::leave();
+        self.leave(started);
         match status {
             ffi::PySendResult::PYGEN_NEXT => {
                 // SAFETY: PYGEN_NEXT hands back a new, non-NULL reference.
@@ -176,13 +191,13 @@ impl Watched {
         traceback: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let coroutine = self.coroutine.bind(py);
-        self.enter();
+        let started = self.enter();
         let outcome = match (value, traceback) {
             (None, _) => coroutine.call_method1("throw", (typ,)),
             (Some(value), None) => coroutine.call_method1("throw", (typ, value)),
             (Some(value), Some(tb)) => coroutine.call_method1("throw", (typ, value, tb)),
         };
-        Self::leave();
+        self.leave(started);
         outcome.map(Bound::unbind)
     }
 
