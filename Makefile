@@ -9,7 +9,7 @@ export PYO3_PYTHON := $(shell $(PYTHON) -c 'import os, sys; print(os.path.realpa
 BIN := target/debug/pyhost
 CARGO ?= cargo
 
-.PHONY: run test build venv lint rust-test py-test clean
+.PHONY: run test build venv lint rust-test py-test clean bench bench-smoke
 
 run: venv
 	$(CARGO) build --release --bin pyhost
@@ -42,3 +42,12 @@ py-test: venv build
 
 clean:
 	rm -rf $(VENV) target
+
+# Benchmark pyhost against Granian (RSGI, ASGI) and uvicorn; see bench/README.md.
+bench:
+	$(PYTHON) bench/run.py
+
+# CI check of the benchmark: every server answers every scenario correctly (never judges speed).
+bench-smoke:
+	$(CARGO) build --bin pyhost
+	$(PYTHON) bench/run.py --smoke --bin $(BIN)

@@ -147,6 +147,15 @@ fn init_from_config(program: Option<&Path>) -> Result<(), String> {
         if ffi::PyStatus_Exception(status) != 0 {
             return Err(status_message(&status, "initialising Python"));
         }
+        // `threading` records the thread that first imports it as the main thread. Import it
+        // here, on the thread that initialised Python, or the loop thread would be taken for
+        // the main one and uvloop would try to install signal wake-ups there and fail.
+        let threading = ffi::PyImport_ImportModule(c"threading".as_ptr());
+        if threading.is_null() {
+            ffi::PyErr_Clear();
+        } else {
+            ffi::Py_DecRef(threading);
+        }
         // Py_InitializeFromConfig leaves this thread holding the GIL; release it so the loop
         // thread (and pyo3's attach) can take it.
         ffi::PyEval_SaveThread();

@@ -1,0 +1,1 @@
+"""The pyhost benchmark harness, driven by ``bench/run.py`` (standard library only)."""

@@ -1,0 +1,123 @@
+"""Getting ready: the pyhost binary, the peers' virtualenv, wrk, and the open-files limit."""
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+PEERS = ("granian", "uvicorn", "uvloop", "httptools", "orjson")
+# Imported by the check that decides whether the virtualenv needs (re)installing.
+IMPORTS = ("granian", "uvicorn", "uvloop", "httptools", "orjson", "pyhost")
+WANTED_NOFILE = 65536
+
+
+class SetupError(RuntimeError):
+    """Something the benchmark needs could not be built or installed."""
+
+
+def _run(command: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
+    """Run a setup command, echoing it; SetupError if it fails."""
+    print(f"$ {' '.join(command)}", file=sys.stderr, flush=True)
+    if subprocess.run(command, cwd=cwd, env=env, check=False).returncode != 0:
+        raise SetupError(f"command failed: {' '.join(command)}")
+
+
+def _target_dir(repo: Path) -> Path:
+    """Cargo's target directory (CARGO_TARGET_DIR when set)."""
+    configured = os.environ.get("CARGO_TARGET_DIR")
+    return Path(configured).resolve() if configured else repo / "target"
+
+
+def _cargo_env() -> dict[str, str]:
+    """cargo's environment; PYO3_PYTHON defaults to the base interpreter, as in the Makefile."""
+    env = dict(os.environ)
+    if "PYO3_PYTHON" not in env:
+        base = getattr(sys, "_base_executable", sys.executable)
+        env["PYO3_PYTHON"] = os.path.realpath(base)
+    return env
+
+
+def pyhost_binary(repo: Path, given: str | None, release: bool) -> Path:
+    """The pyhost binary: ``given`` if set, else one built by cargo (release or debug)."""
+    if given is not None:
+        path = Path(given).resolve()
+        if not os.access(path, os.X_OK):
+            raise SetupError(f"--bin {given}: not an executable file")
+        return path
+    command = ["cargo", "build", "--bin", "pyhost"]
+    if release:
+        command.insert(2, "--release")
+    _run(command, cwd=repo, env=_cargo_env())
+    return _target_dir(repo) / ("release" if release else "debug") / "pyhost"
+
+
+def _venv_ready(python: Path, pyruntime: Path) -> bool:
+    """Whether the virtualenv imports every peer and this checkout's pyhost SDK."""
+    probe = (
+        f"import {', '.join(IMPORTS)}, pathlib, sys; "
+        "here = pathlib.Path(pyhost.__file__).resolve(); "
+        f"sys.exit(0 if here.is_relative_to({str(pyruntime)!r}) else 1)"
+    )
+    result = subprocess.run([str(python), "-c", probe], capture_output=True, check=False)
+    return result.returncode == 0
+
+
+def ensure_venv(venv: Path, pyruntime: Path) -> None:
+    """Create the benchmark's virtualenv and install the peers and ``-e pyruntime`` if needed."""
+    python = venv / "bin" / "python"
+    if not python.exists():
+        _run([sys.executable, "-m", "venv", str(venv)])
+    if _venv_ready(python, pyruntime.resolve()):
+        return
+    _run([str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
+    _run([str(python), "-m", "pip", "install", "--quiet", *PEERS, "-e", str(pyruntime)])
+    if not _venv_ready(python, pyruntime.resolve()):
+        raise SetupError(f"{venv}: the peers or the pyhost SDK still do not import")
+
+
+def ensure_wrk() -> None:
+    """Install wrk with apt-get when it is missing (running ``apt-get update`` if needed)."""
+    if shutil.which("wrk"):
+        return
+    install = ["apt-get", "install", "-y", "wrk"]
+    try:
+        _run(install)
+    except SetupError:
+        _run(["apt-get", "update"])
+        _run(install)
+    if not shutil.which("wrk"):
+        raise SetupError("wrk is still not on PATH after apt-get install")
+
+
+def ensure_taskset() -> None:
+    """taskset (util-linux) pins the processes; fail early without it."""
+    if not shutil.which("taskset"):
+        raise SetupError("taskset not found (it comes with util-linux)")
+
+
+def raise_nofile_limit(needed: int) -> int:
+    """Raise this process's open-files limit (inherited by servers and wrk); the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = WANTED_NOFILE if hard == resource.RLIM_INFINITY else min(WANTED_NOFILE, hard)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < needed:
+        print(f"warning: open-files limit {target} < {needed} needed", file=sys.stderr)
+    return target
+
+
+def peer_versions(python: Path) -> dict[str, str]:
+    """Installed versions of the peers (and Python itself) in the benchmark's virtualenv."""
+    probe = (
+        "import importlib.metadata as m, json, platform; "
+        f"print(json.dumps({{**{{n: m.version(n) for n in {list(PEERS)!r}}}, "
+        "'python': platform.python_version()}))"
+    )
+    out = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        return {}
+    return dict(json.loads(out.stdout))
