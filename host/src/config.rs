@@ -22,6 +22,62 @@ pub struct Config {
     pub server: ServerConfig,
     /// The handler package and the Python environment it runs in.
     pub app: AppConfig,
+    /// Every plugin, the `[app]` package first (index 0, mounted at `/`), then the
+    /// `[plugins.NAME]` tables in name order. The index is the plugin's id in the host ABI.
+    pub plugins: Vec<PluginConfig>,
+    /// Where the key-value store lives; `None` keeps it in memory.
+    pub kv_path: Option<PathBuf>,
+}
+
+/// One handler package mounted at a path prefix, with what it is allowed to use.
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    /// `app` for the `[app]` table, else the `NAME` of `[plugins.NAME]`.
+    pub name: String,
+    /// The config table it came from (`app`, `plugins.billing`), for messages.
+    pub table: String,
+    /// Module (or package) that defines the router.
+    pub module: String,
+    /// Attribute of `module` holding the `pyhost.Router`.
+    pub router: String,
+    /// Directories put at the front of `sys.path`, absolute.
+    pub paths: Vec<PathBuf>,
+    /// Path prefix of every route (`""` for the app).
+    pub prefix: String,
+    /// The `settings` table, as JSON.
+    pub settings: serde_json::Value,
+    /// Secrets by name, read from the environment at start-up.
+    pub secrets: Vec<(String, Secret)>,
+    /// What the plugin may use besides logging and its own settings.
+    pub capabilities: Capabilities,
+}
+
+/// A secret value; its `Debug` form never shows it.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Capabilities granted in a plugin's `capabilities` list.
+#[derive(Debug, Clone, Default)]
+pub struct Capabilities {
+    /// `"kv"`: the key-value store.
+    pub kv: bool,
+    /// `"call:*"`: every host function.
+    pub all_calls: bool,
+    /// `"call:NAME"`: these host functions.
+    pub calls: Vec<String>,
+}
+
+impl Capabilities {
+    /// Whether host function `name` may be called.
+    pub fn may_call(&self, name: &str) -> bool {
+        self.all_calls || self.calls.iter().any(|granted| granted == name)
+    }
 }
 
 /// The `[server]` table.
@@ -88,6 +144,33 @@ struct RawConfig {
     #[serde(default)]
     server: RawServer,
     app: RawApp,
+    #[serde(default)]
+    plugins: std::collections::BTreeMap<String, RawPlugin>,
+    #[serde(default)]
+    kv: RawKv,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawKv {
+    path: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    module: String,
+    prefix: String,
+    #[serde(default = "default_router")]
+    router: String,
+    #[serde(default = "default_paths")]
+    paths: Vec<String>,
+    #[serde(default)]
+    settings: toml::Table,
+    #[serde(default)]
+    secrets: Vec<String>,
+    #[serde(default)]
+    capabilities: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -153,6 +236,12 @@ struct RawApp {
     #[serde(default = "default_paths")]
     paths: Vec<String>,
     venv: Option<String>,
+    #[serde(default)]
+    settings: toml::Table,
+    #[serde(default)]
+    secrets: Vec<String>,
+    #[serde(default)]
+    capabilities: Vec<String>,
 }
 
 fn default_listen() -> String {
@@ -309,37 +398,67 @@ impl Config {
             ));
         }
 
-        if !is_dotted_identifier(&raw.app.module) {
-            return Err(invalid(
-                "app.module",
-                format!(
-                    "expected a dotted Python module name such as \"hello\" or \"pkg.handlers\", got {:?}",
-                    raw.app.module
-                ),
-            ));
-        }
-        if !is_identifier(&raw.app.router) {
-            return Err(invalid(
-                "app.router",
-                format!(
-                    "expected the name of a module attribute, got {:?}",
-                    raw.app.router
-                ),
-            ));
-        }
-        let mut paths = Vec::with_capacity(raw.app.paths.len());
-        for (index, entry) in raw.app.paths.iter().enumerate() {
-            let dir = resolve(&base, entry);
-            if !dir.is_dir() {
+        let mut plugins = vec![plugin_config(
+            &base,
+            &invalid,
+            "app",
+            "app".to_owned(),
+            PluginParts {
+                module: &raw.app.module,
+                router: &raw.app.router,
+                paths: &raw.app.paths,
+                prefix: "",
+                settings: &raw.app.settings,
+                secrets: &raw.app.secrets,
+                capabilities: &raw.app.capabilities,
+            },
+        )?];
+        for (name, plugin) in &raw.plugins {
+            let table = format!("plugins.{name}");
+            if !is_identifier(name) {
                 return Err(invalid(
-                    &format!("app.paths[{index}]"),
+                    &table,
+                    "expected a plugin name made of letters, digits and _".to_owned(),
+                ));
+            }
+            let prefix = plugin.prefix.as_str();
+            if !prefix.starts_with('/') || prefix.ends_with('/') || prefix.contains(['{', '}']) {
+                return Err(invalid(
+                    &format!("{table}.prefix"),
                     format!(
-                        "expected an existing directory, {} does not exist",
-                        dir.display()
+                        "expected a path prefix such as \"/billing\" (starting with '/', not ending with '/'), got {prefix:?}"
                     ),
                 ));
             }
-            paths.push(dir);
+            plugins.push(plugin_config(
+                &base,
+                &invalid,
+                &table,
+                name.clone(),
+                PluginParts {
+                    module: &plugin.module,
+                    router: &plugin.router,
+                    paths: &plugin.paths,
+                    prefix,
+                    settings: &plugin.settings,
+                    secrets: &plugin.secrets,
+                    capabilities: &plugin.capabilities,
+                },
+            )?);
+        }
+        let app_paths = plugins[0].paths.clone();
+        let kv_path = raw.kv.path.as_deref().map(|p| resolve(&base, p));
+        if let Some(kv) = &kv_path
+            && let Some(parent) = kv.parent()
+            && !parent.is_dir()
+        {
+            return Err(invalid(
+                "kv.path",
+                format!(
+                    "expected a file in an existing directory, {} does not exist",
+                    parent.display()
+                ),
+            ));
         }
         let venv = raw.app.venv.as_deref().map(|v| resolve(&base, v));
         if let Some(venv) = &venv {
@@ -367,11 +486,113 @@ impl Config {
             app: AppConfig {
                 module: raw.app.module,
                 router: raw.app.router,
-                paths,
+                paths: app_paths,
                 venv,
             },
+            plugins,
+            kv_path,
         })
     }
+}
+
+struct PluginParts<'a> {
+    module: &'a str,
+    router: &'a str,
+    paths: &'a [String],
+    prefix: &'a str,
+    settings: &'a toml::Table,
+    secrets: &'a [String],
+    capabilities: &'a [String],
+}
+
+fn plugin_config(
+    base: &Path,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+    table: &str,
+    name: String,
+    parts: PluginParts<'_>,
+) -> Result<PluginConfig, ConfigError> {
+    if !is_dotted_identifier(parts.module) {
+        return Err(invalid(
+            &format!("{table}.module"),
+            format!(
+                "expected a dotted Python module name such as \"hello\" or \"pkg.handlers\", got {:?}",
+                parts.module
+            ),
+        ));
+    }
+    if !is_identifier(parts.router) {
+        return Err(invalid(
+            &format!("{table}.router"),
+            format!(
+                "expected the name of a module attribute, got {:?}",
+                parts.router
+            ),
+        ));
+    }
+    let mut paths = Vec::with_capacity(parts.paths.len());
+    for (index, entry) in parts.paths.iter().enumerate() {
+        let dir = resolve(base, entry);
+        if !dir.is_dir() {
+            return Err(invalid(
+                &format!("{table}.paths[{index}]"),
+                format!(
+                    "expected an existing directory, {} does not exist",
+                    dir.display()
+                ),
+            ));
+        }
+        paths.push(dir);
+    }
+    let settings = serde_json::to_value(parts.settings).map_err(|err| {
+        invalid(
+            &format!("{table}.settings"),
+            format!("expected plain values: {err}"),
+        )
+    })?;
+    let mut secrets = Vec::with_capacity(parts.secrets.len());
+    for (index, variable) in parts.secrets.iter().enumerate() {
+        match std::env::var(variable) {
+            Ok(value) => secrets.push((variable.clone(), Secret(value))),
+            Err(_) => {
+                return Err(invalid(
+                    &format!("{table}.secrets[{index}]"),
+                    format!("the environment variable {variable} is not set (or not UTF-8)"),
+                ));
+            }
+        }
+    }
+    let mut capabilities = Capabilities::default();
+    for (index, capability) in parts.capabilities.iter().enumerate() {
+        match capability.as_str() {
+            "kv" => capabilities.kv = true,
+            "call:*" => capabilities.all_calls = true,
+            other => match other.strip_prefix("call:") {
+                Some(function) if !function.is_empty() => {
+                    capabilities.calls.push(function.to_owned())
+                }
+                _ => {
+                    return Err(invalid(
+                        &format!("{table}.capabilities[{index}]"),
+                        format!(
+                            "unknown capability {other:?}; expected \"kv\", \"call:NAME\" or \"call:*\""
+                        ),
+                    ));
+                }
+            },
+        }
+    }
+    Ok(PluginConfig {
+        name,
+        table: table.to_owned(),
+        module: parts.module.to_owned(),
+        router: parts.router.to_owned(),
+        paths,
+        prefix: parts.prefix.to_owned(),
+        settings,
+        secrets,
+        capabilities,
+    })
 }
 
 /// Parses `HOST:PORT` (`localhost` is accepted as a host name for the loopback address).

@@ -16,6 +16,7 @@ use pyo3::prelude::*;
 
 use crate::config::Config;
 use crate::error::StartupError;
+use crate::services::module::_pyhost_host;
 
 /// The interpreter executable pyo3 was configured with when this binary was built.
 const BUILD_PYTHON: &str = env!("PYHOST_BUILD_PYTHON");
@@ -127,6 +128,8 @@ fn init_from_config(program: Option<&Path>) -> Result<(), String> {
         if ffi::Py_IsInitialized() != 0 {
             return Ok(());
         }
+        // The host's built-in module must be registered before the interpreter starts.
+        pyo3::append_to_inittab!(_pyhost_host);
         let mut config = MaybeUninit::<ffi::PyConfig>::uninit();
         ffi::PyConfig_InitPythonConfig(config.as_mut_ptr());
         let config = config.assume_init_mut();
@@ -194,7 +197,13 @@ pub struct InterpreterInfo {
 pub fn prepare_paths(py: Python<'_>, config: &Config) -> PyResult<InterpreterInfo> {
     let sys = py.import("sys")?;
     let path = sys.getattr("path")?;
-    for dir in config.app.paths.iter().rev() {
+    let mut dirs: Vec<&std::path::PathBuf> = Vec::new();
+    for dir in config.plugins.iter().flat_map(|plugin| plugin.paths.iter()) {
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    for dir in dirs.into_iter().rev() {
         let text = dir.to_string_lossy();
         if !path.contains(text.as_ref())? {
             path.call_method1("insert", (0, text.as_ref()))?;

@@ -37,6 +37,7 @@ mod request;
 mod routing;
 pub mod server;
 mod service;
+mod services;
 mod signals;
 mod spec;
 mod target;
@@ -52,6 +53,7 @@ use http_body_util::Full;
 
 pub use config::Config;
 pub use error::{ConfigError, StartupError};
+pub use services::HostFunctions;
 pub use signals::ShutdownSignals;
 
 /// A route as `pyhost routes` lists it.
@@ -69,6 +71,8 @@ pub struct RouteInfo {
     pub has_body: bool,
     /// Whether the handler is `async def`.
     pub is_async: bool,
+    /// Name of the plugin that owns the route.
+    pub plugin: String,
 }
 
 /// What the embedded interpreter runs with.
@@ -99,10 +103,11 @@ pub struct Inspection {
 
 /// Loads the config's handler package on this thread and describes it.
 pub fn inspect(config: &Config) -> Result<Inspection, StartupError> {
+    services::install(config, HostFunctions::default())?;
     let (table, info) = bridge::inspect(config)?;
     Ok(Inspection {
         interpreter: report(config, info)?,
-        routes: route_infos(&table),
+        routes: route_infos(&table, config),
     })
 }
 
@@ -122,7 +127,7 @@ fn report(
     })
 }
 
-fn route_infos(table: &routing::RouteTable) -> Vec<RouteInfo> {
+fn route_infos(table: &routing::RouteTable, config: &Config) -> Vec<RouteInfo> {
     table
         .routes()
         .map(|route| RouteInfo {
@@ -150,6 +155,11 @@ fn route_infos(table: &routing::RouteTable) -> Vec<RouteInfo> {
                 .collect(),
             has_body: route.body_schema.is_some(),
             is_async: route.is_async,
+            plugin: config
+                .plugins
+                .get(route.plugin)
+                .map(|p| p.name.clone())
+                .unwrap_or_default(),
         })
         .collect()
 }
@@ -166,6 +176,14 @@ impl Host {
     ///
     /// Install [`ShutdownSignals`] (or your own handlers) before calling this.
     pub fn start(config: Config) -> Result<Self, StartupError> {
+        Self::start_with(config, HostFunctions::default())
+    }
+
+    /// Like [`Host::start`], offering `functions` to plugins (`host.call` / `host.call_async`).
+    ///
+    /// Call it inside a tokio runtime context: async host functions are spawned on it.
+    pub fn start_with(config: Config, functions: HostFunctions) -> Result<Self, StartupError> {
+        services::install(&config, functions)?;
         let bridge = Arc::new(bridge::Bridge::start(&config)?);
         let service = Arc::new(service::HttpService::new(bridge.clone(), &config.server));
         Ok(Self {
@@ -182,7 +200,7 @@ impl Host {
 
     /// Every route of the loaded package.
     pub fn routes(&self) -> Vec<RouteInfo> {
-        route_infos(self.bridge.routes())
+        route_infos(self.bridge.routes(), &self.config)
     }
 
     /// Answers one request (for hosts that run their own server).
@@ -196,6 +214,17 @@ impl Host {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         self.service.handle(request, client).await
+    }
+
+    /// The host as a tower service, to mount inside another server, e.g. an axum router:
+    /// `Router::new().route("/health", get(health)).fallback_service(host.service())`.
+    ///
+    /// The client address reaches handlers (`request.client`) when the request carries a
+    /// `std::net::SocketAddr` extension.
+    pub fn service(&self) -> HostService {
+        HostService {
+            service: self.service.clone(),
+        }
     }
 
     /// Serves on `listener` until `shutdown` resolves, then drains within `server.shutdown_grace`.
@@ -225,5 +254,35 @@ impl Host {
     /// `Py` handles still alive on other threads make that unsafe, and the process is ending.
     pub fn shutdown(&self) {
         self.bridge.shutdown(Duration::from_secs(2));
+    }
+}
+
+/// [`Host`] as a `tower::Service`, cheap to clone.
+#[derive(Clone)]
+pub struct HostService {
+    service: Arc<service::HttpService>,
+}
+
+impl<B> tower_service::Service<http::Request<B>> for HostService
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = http::Response<Full<Bytes>>;
+    type Error = std::convert::Infallible;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let service = self.service.clone();
+        let client = request.extensions().get::<SocketAddr>().copied();
+        Box::pin(async move { Ok(service.handle(request, client).await) })
     }
 }

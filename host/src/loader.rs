@@ -1,75 +1,109 @@
-//! Importing the handler package and reading its router into plain route specs.
+//! Importing the plugins' handler packages and reading their routers into plain route specs.
 //!
 //! Runs once at start-up, with the GIL held by the caller. What leaves this module is Rust data
-//! (the specs) plus the handler objects, which stay with the interpreter's loop thread.
+//! (the specs, with each plugin's prefix applied) plus the handler objects, which stay with the
+//! interpreter's loop thread.
 
 use pyo3::prelude::*;
-use pyo3::types::PyList;
+use pyo3::types::{PyDict, PyList};
 
-use crate::config::Config;
+use crate::config::{Config, PluginConfig};
 use crate::error::StartupError;
 use crate::interpreter::format_exception;
 use crate::spec::RouteSpec;
 
-/// A loaded handler package: route specs and, at the same positions, their handlers.
+/// The loaded plugins: route specs and, at the same positions, their handlers.
 pub struct LoadedApp {
-    /// Route declarations, in the router's order.
+    /// Route declarations, plugin by plugin, in each router's order.
     pub specs: Vec<RouteSpec>,
     /// Handler callables; `handlers[i]` serves `specs[i]`.
     pub handlers: Vec<Py<PyAny>>,
 }
 
-/// Imports `app.module`, takes `app.router` from it and reads every route.
+/// Imports every plugin's module, takes its router and reads every route.
 ///
 /// GIL: held by the caller (`py`).
 pub fn load(py: Python<'_>, config: &Config) -> Result<LoadedApp, StartupError> {
+    py.import("pyhost").map_err(|err| StartupError::Import {
+        file: config.source.clone(),
+        key: "app.venv".to_owned(),
+        message: format!(
+            "the pyhost SDK is not importable; install pyruntime into the virtualenv named by `app.venv` or VIRTUAL_ENV\n{}",
+            format_exception(py, &err)
+        ),
+    })?;
+    let mut loaded = LoadedApp {
+        specs: Vec::new(),
+        handlers: Vec::new(),
+    };
+    for (index, plugin) in config.plugins.iter().enumerate() {
+        load_plugin(py, config, index, plugin, &mut loaded)?;
+    }
+    Ok(loaded)
+}
+
+fn load_plugin(
+    py: Python<'_>,
+    config: &Config,
+    index: usize,
+    plugin: &PluginConfig,
+    loaded: &mut LoadedApp,
+) -> Result<(), StartupError> {
     let import_error = |key: &str, message: String| StartupError::Import {
         file: config.source.clone(),
-        key: key.to_owned(),
+        key: format!("{}.{key}", plugin.table),
         message,
     };
-    py.import("pyhost").map_err(|err| {
-        import_error(
-            "app.venv",
-            format!(
-                "the pyhost SDK is not importable; install pyruntime into the virtualenv named by `app.venv` or VIRTUAL_ENV\n{}",
-                format_exception(py, &err)
-            ),
-        )
-    })?;
-    let module = py.import(config.app.module.as_str()).map_err(|err| {
-        import_error(
-            "app.module",
-            format!(
-                "importing {:?} failed\n{}",
-                config.app.module,
-                format_exception(py, &err)
-            ),
-        )
-    })?;
-    let router = module.getattr(config.app.router.as_str()).map_err(|_| {
-        import_error(
-            "app.router",
-            format!(
-                "module {:?} has no attribute {:?}",
-                config.app.module, config.app.router
-            ),
-        )
-    })?;
     let routes_error = |message: String| StartupError::Routes {
         file: config.source.clone(),
-        module: config.app.module.clone(),
-        router: config.app.router.clone(),
+        module: plugin.module.clone(),
+        router: plugin.router.clone(),
         message,
     };
+    // Module-level code that calls host services (settings, logging) must run as this plugin.
+    let current = py
+        .import("pyhost._context")
+        .and_then(|context| context.getattr("current"))
+        .map_err(|err| routes_error(format_exception(py, &err)))?;
+    let marker = PyDict::new(py);
+    let _ = marker.set_item("plugin", index);
+    let _ = marker.set_item("request_id", "");
+    let marker = py
+        .import("types")
+        .and_then(|types| types.getattr("SimpleNamespace")?.call((), Some(&marker)))
+        .map_err(|err| routes_error(format_exception(py, &err)))?;
+    let token = current
+        .call_method1("set", (marker,))
+        .map_err(|err| routes_error(format_exception(py, &err)))?;
+    let imported = py.import(plugin.module.as_str());
+    let _ = current.call_method1("reset", (token,));
+    let module = imported.map_err(|err| {
+        import_error(
+            "module",
+            format!(
+                "importing {:?} failed\n{}",
+                plugin.module,
+                format_exception(py, &err)
+            ),
+        )
+    })?;
+    let router = module.getattr(plugin.router.as_str()).map_err(|_| {
+        import_error(
+            "router",
+            format!(
+                "module {:?} has no attribute {:?}",
+                plugin.module, plugin.router
+            ),
+        )
+    })?;
     let routes = router
         .getattr("routes")
         .and_then(|routes| routes.call_method0("__iter__").map(|_| routes))
         .map_err(|_| {
             routes_error(format!(
                 "{}.{} is a {}, not a pyhost.Router",
-                config.app.module,
-                config.app.router,
+                plugin.module,
+                plugin.router,
                 router
                     .get_type()
                     .name()
@@ -85,9 +119,6 @@ pub fn load(py: Python<'_>, config: &Config) -> Result<LoadedApp, StartupError> 
         .import("json")
         .and_then(|json| json.getattr("dumps"))
         .map_err(|err| routes_error(format_exception(py, &err)))?;
-
-    let mut specs = Vec::new();
-    let mut handlers = Vec::new();
     for route in routes
         .try_iter()
         .map_err(|err| routes_error(err.to_string()))?
@@ -98,13 +129,15 @@ pub fn load(py: Python<'_>, config: &Config) -> Result<LoadedApp, StartupError> 
             .and_then(|spec| dumps.call1((spec,)))
             .and_then(|json| json.extract())
             .map_err(|err| routes_error(format_exception(py, &err)))?;
-        let spec: RouteSpec = serde_json::from_str(&text)
+        let mut spec: RouteSpec = serde_json::from_str(&text)
             .map_err(|err| routes_error(format!("unreadable route spec {text}: {err}")))?;
+        spec.path = format!("{}{}", plugin.prefix, spec.path);
+        spec.plugin = index;
         let handler = route
             .getattr("handler")
             .map_err(|err| routes_error(format_exception(py, &err)))?;
-        specs.push(spec);
-        handlers.push(handler.unbind());
+        loaded.specs.push(spec);
+        loaded.handlers.push(handler.unbind());
     }
-    Ok(LoadedApp { specs, handlers })
+    Ok(())
 }

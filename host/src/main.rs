@@ -115,13 +115,14 @@ fn serve(
 fn routes(path: &std::path::Path) -> Result<ExitCode, StartupError> {
     let config = Config::load(path)?;
     let inspection = pyhost::inspect(&config)?;
-    let rows: Vec<[String; 5]> = inspection
+    let rows: Vec<[String; 6]> = inspection
         .routes
         .iter()
         .map(|route| {
             [
                 route.method.clone(),
                 route.path.clone(),
+                route.plugin.clone(),
                 route.handler.clone(),
                 if route.query.is_empty() {
                     "-".to_owned()
@@ -137,8 +138,8 @@ fn routes(path: &std::path::Path) -> Result<ExitCode, StartupError> {
             ]
         })
         .collect();
-    let headers = ["METHOD", "PATH", "HANDLER", "QUERY", "BODY"].map(str::to_owned);
-    let mut widths = [0usize; 5];
+    let headers = ["METHOD", "PATH", "PLUGIN", "HANDLER", "QUERY", "BODY"].map(str::to_owned);
+    let mut widths = [0usize; 6];
     for row in std::iter::once(&headers).chain(rows.iter()) {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.len());

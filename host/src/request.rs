@@ -38,4 +38,6 @@ pub struct RequestData {
     pub request_id: Arc<str>,
     /// The matched path template.
     pub route: Arc<str>,
+    /// Index of the plugin that owns the route.
+    pub plugin: u32,
 }

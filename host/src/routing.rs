@@ -32,6 +32,8 @@ pub struct Route {
     pub body_schema: Option<serde_json::Value>,
     /// The route's own handler timeout, when it declares one.
     pub timeout: Option<std::time::Duration>,
+    /// Index of the plugin that owns it.
+    pub plugin: usize,
 }
 
 /// All methods served at one path template.
@@ -293,6 +295,7 @@ impl RouteTable {
                     body: body.clone(),
                     body_schema: spec.body_schema.clone(),
                     timeout,
+                    plugin: spec.plugin,
                 });
             }
         }

@@ -252,6 +252,7 @@ impl HttpService {
             client,
             request_id: request_id.clone(),
             route: route.template.clone(),
+            plugin: u32::try_from(route.plugin).unwrap_or(u32::MAX),
         };
         let timeout = route.timeout.or(self.request_timeout);
         let deadline = timeout.map(|t| Instant::now() + t);

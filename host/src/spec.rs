@@ -26,6 +26,9 @@ pub struct RouteSpec {
     /// Seconds this route's handler may run, overriding `server.request_timeout`.
     #[serde(default)]
     pub timeout: Option<f64>,
+    /// Index of the plugin that declared it (set by the loader, not by the SDK).
+    #[serde(skip)]
+    pub plugin: usize,
 }
 
 /// The scalar type of a path segment or query parameter.

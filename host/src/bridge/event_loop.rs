@@ -142,9 +142,11 @@ fn run_loop(
     let source = CString::new(INVOKE_SOURCE)
         .map_err(|err| pyo3::exceptions::PyValueError::new_err(err.to_string()))?;
     let invoke = PyModule::from_code(py, &source, c"pyhost_invoke.py", c"pyhost_invoke")?;
+    let current = py.import("pyhost._context")?.getattr("current")?;
     let invokers = invoke
         .getattr("make_invokers")?
-        .call1((&event_loop, &executor))?;
+        .call1((&event_loop, &executor, current))?;
+    install_logging(py)?;
     let (invoke_async, invoke_sync): (Py<PyAny>, Py<PyAny>) = invokers.extract()?;
     watchdog::start(py, invoke.getattr("HandlerTimeout")?.unbind())?;
 
@@ -163,6 +165,18 @@ fn run_loop(
     event_loop.call_method1("add_reader", (queue.fd(), Py::new(py, dispatcher)?))?;
     event_loop.call_method0("run_forever")?;
     executor.call_method1("shutdown", (false,))?;
+    Ok(())
+}
+
+/// Routes Python's `logging` (root logger) into the host log through the SDK's handler.
+fn install_logging(py: Python<'_>) -> PyResult<()> {
+    let handler = py.import("pyhost")?.call_method0("host_logging_handler")?;
+    let root = py.import("logging")?.call_method0("getLogger")?;
+    root.call_method1("addHandler", (handler,))?;
+    // The root logger's default (WARNING) would hide handlers' info records.
+    if root.getattr("level")?.extract::<i32>()? == 30 {
+        root.call_method1("setLevel", (20,))?;
+    }
     Ok(())
 }
 
@@ -219,18 +233,10 @@ impl Dispatcher {
                 ))
             })
             .and_then(|coroutine| self.create_task.bind(py).call1((coroutine,)));
-        match &started {
-            // The completer removes the entry when the handler finishes, which may already
-            // have happened if the task ran eagerly.
-            Ok(task)
-                if !task
-                    .call_method0("done")
-                    .and_then(|d| d.is_truthy())
-                    .unwrap_or(true) =>
-            {
-                self.tasks.insert(job_key, task.clone().unbind());
-            }
-            _ => {}
+        if let Ok(task) = &started {
+            // The loop has no eager task factory, so the task cannot have finished (and its
+            // completer cannot have removed the entry) before this insert.
+            self.tasks.insert(job_key, task.clone().unbind());
         }
         if let Err(err) = started {
             tracing::error!(

@@ -16,12 +16,16 @@ class HandlerTimeout(BaseException):
     """
 
 
-def make_invokers(loop, executor):
+def make_invokers(loop, executor, current):
+    # `current` is pyhost._context.current: host services called by the handler act for the
+    # request's plugin and log with its request id.
+    set_current = current.set
     run_in_executor = loop.run_in_executor
     copy_context = contextvars.copy_context
     cancelled_error = asyncio.CancelledError
 
     async def invoke_async(handler, request, completer):
+        set_current(request)
         try:
             # watch() wraps the coroutine in a deadline-aware stepper when the route has a
             # timeout, and returns it unchanged otherwise.
@@ -36,6 +40,7 @@ def make_invokers(loop, executor):
     async def invoke_sync(handler, request, completer):
         # The thread runs in a copy of this task's context, so contextvars set by the
         # handler stay with this request.
+        set_current(request)
         try:
             result = await run_in_executor(executor, copy_context().run, handler, request)
         except BaseException as exc:

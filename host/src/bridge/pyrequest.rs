@@ -14,7 +14,7 @@ use crate::request::RequestData;
 use crate::validation::Typed;
 
 /// Names readable both as attributes and as `request["name"]`.
-const KEYS: [&str; 13] = [
+const KEYS: [&str; 14] = [
     "method",
     "path",
     "url",
@@ -28,6 +28,7 @@ const KEYS: [&str; 13] = [
     "client",
     "request_id",
     "route",
+    "plugin",
 ];
 
 /// An HTTP request as a handler sees it.
@@ -214,6 +215,12 @@ impl PyRequest {
     #[getter]
     fn route(&self) -> &str {
         &self.data.route
+    }
+
+    /// Index of the plugin serving this request (what host services act for).
+    #[getter]
+    fn plugin(&self) -> u32 {
+        self.data.plugin
     }
 
     fn __getitem__<'py>(slf: &Bound<'py, Self>, key: &str) -> PyResult<Bound<'py, PyAny>> {
