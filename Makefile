@@ -31,8 +31,8 @@ build:
 lint: venv
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(VENV)/bin/ruff check pyruntime tests examples
-	$(VENV)/bin/ruff format --check pyruntime tests examples
+	$(VENV)/bin/ruff check pyruntime tests examples bench scripts
+	$(VENV)/bin/ruff format --check pyruntime tests examples bench scripts
 
 rust-test:
 	$(CARGO) test --workspace

@@ -11,6 +11,7 @@ package, reads the routes and serves them, calling each handler with a :class:`R
 """
 
 from .datastructures import Headers, QueryParams
+from .host import CapabilityError, HostError, host, host_logging_handler
 from .params import REQUIRED, Query
 from .requests import Request
 from .responses import HTMLResponse, HTTPError, JSONResponse, PlainTextResponse, Response
@@ -19,9 +20,11 @@ from .schema import json_schema
 
 __all__ = [
     "REQUIRED",
+    "CapabilityError",
     "HTMLResponse",
     "HTTPError",
     "Headers",
+    "HostError",
     "JSONResponse",
     "PlainTextResponse",
     "Query",
@@ -30,5 +33,7 @@ __all__ = [
     "Response",
     "Route",
     "Router",
+    "host",
+    "host_logging_handler",
     "json_schema",
 ]

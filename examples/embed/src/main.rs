@@ -5,7 +5,7 @@
 //! and `slow_double` (async, runs on tokio; cancelled when the plugin's handler is cancelled).
 //!
 //! ```text
-//! embed-example [--config FILE] [--listen HOST:PORT]
+//! embed-example [serve] [--config FILE] [--listen HOST:PORT]
 //! ```
 
 use std::process::ExitCode;
@@ -42,6 +42,8 @@ impl Drop for CancelProbe {
 
 fn host_functions(counters: Arc<Counters>) -> HostFunctions {
     let mut functions = HostFunctions::default();
+    // The cheapest possible round trip, for the host-call micro-benchmark.
+    functions.register("noop", |_data: Value| Ok(Value::Null));
     functions.register("greet", |data: Value| {
         let name = data
             .get("name")
@@ -79,6 +81,8 @@ fn main() -> ExitCode {
         match arg.as_str() {
             "--config" => config_path = args.next().unwrap_or_default(),
             "--listen" => listen = args.next(),
+            // Accepted for symmetry with `pyhost serve`; serving is all this binary does.
+            "serve" => {}
             "--help" | "-h" => {
                 println!("embed-example [--config FILE] [--listen HOST:PORT]");
                 return ExitCode::SUCCESS;
