@@ -110,6 +110,17 @@ impl HttpService {
             answer.close = true;
             return answer;
         }
+        // The target is checked before routing, so a bad one is 400 whether or not a route
+        // would have matched it.
+        let path = match target::decode_path(parts.uri.path()) {
+            Ok(path) => path,
+            Err(err) => return bad_target(err),
+        };
+        let query_string = parts.uri.query().unwrap_or_default().to_owned();
+        let query_pairs = match target::decode_query(&query_string) {
+            Ok(pairs) => pairs,
+            Err(err) => return bad_target(err),
+        };
         let table = self.bridge.routes().clone();
         let (route, raw_params, head) = match table.lookup(&parts.method, parts.uri.path()) {
             Lookup::NotFound => {
@@ -178,12 +189,6 @@ impl HttpService {
             }
         };
 
-        let bad_target = |err: TargetError| {
-            Answer::new(Reply::detail(
-                StatusCode::BAD_REQUEST,
-                format!("Bad request target: {err}"),
-            ))
-        };
         let mut params = Vec::with_capacity(raw_params.len());
         for (name, raw) in raw_params {
             match target::decode_path(&raw) {
@@ -191,15 +196,6 @@ impl HttpService {
                 Err(err) => return bad_target(err),
             }
         }
-        let query_string = parts.uri.query().unwrap_or_default().to_owned();
-        let query_pairs = match target::decode_query(&query_string) {
-            Ok(pairs) => pairs,
-            Err(err) => return bad_target(err),
-        };
-        let path = match target::decode_path(parts.uri.path()) {
-            Ok(path) => path,
-            Err(err) => return bad_target(err),
-        };
 
         let mut errors: Vec<FieldError> = Vec::new();
         let path_params =
@@ -346,7 +342,7 @@ impl HttpService {
                 )));
             }
         }
-        let value: serde_json::Value = serde_json::from_slice(body).map_err(|err| {
+        let value = crate::validation::parse_json(body).map_err(|err| {
             BodyProblem::Reply(Reply::detail(
                 StatusCode::BAD_REQUEST,
                 format!("Malformed JSON body: {err}"),
@@ -355,6 +351,13 @@ impl HttpService {
         validation::validate_body(validator, &value).map_err(BodyProblem::Fields)?;
         Ok(Some(value))
     }
+}
+
+fn bad_target(err: TargetError) -> Answer {
+    Answer::new(Reply::detail(
+        StatusCode::BAD_REQUEST,
+        format!("Bad request target: {err}"),
+    ))
 }
 
 /// Cancels a submitted request's handler when dropped while armed.

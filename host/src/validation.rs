@@ -367,6 +367,61 @@ pub fn validate_body(
     }
 }
 
+/// Parses a JSON body, refusing integers that do not fit in 64 bits: serde_json would turn
+/// them into rounded floats, and a handler must never see a silently changed number.
+pub fn parse_json(body: &[u8]) -> Result<Value, String> {
+    check_integer_widths(body)?;
+    serde_json::from_slice(body).map_err(|err| err.to_string())
+}
+
+/// Scans the JSON text for integer literals (numbers without fraction or exponent) outside
+/// the i64/u64 range. Strings are skipped; malformed input is left to the parser.
+fn check_integer_widths(body: &[u8]) -> Result<(), String> {
+    let mut index = 0;
+    let mut in_string = false;
+    while index < body.len() {
+        let byte = body[index];
+        if in_string {
+            match byte {
+                b'\\' => index += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            index += 1;
+            continue;
+        }
+        match byte {
+            b'"' => {
+                in_string = true;
+                index += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = index;
+                index += 1;
+                while index < body.len()
+                    && matches!(body[index], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                {
+                    index += 1;
+                }
+                let token = &body[start..index];
+                let is_integer = !token.iter().any(|b| matches!(b, b'.' | b'e' | b'E'));
+                if is_integer {
+                    let text = std::str::from_utf8(token).unwrap_or_default();
+                    if text.parse::<i64>().is_err() && text.parse::<u64>().is_err() && text != "-" {
+                        let shown: String = text.chars().take(40).collect();
+                        return Err(format!(
+                            "the integer {shown}{} does not fit in 64 bits",
+                            if text.len() > 40 { "..." } else { "" }
+                        ));
+                    }
+                }
+            }
+            _ => index += 1,
+        }
+    }
+    Ok(())
+}
+
 fn json_to_typed(kind: ParamType, value: &Value) -> Option<Typed> {
     match (kind, value) {
         (ParamType::Str | ParamType::Path, Value::String(s)) => Some(Typed::Str(s.clone())),
@@ -513,6 +568,17 @@ mod tests {
         assert!(parse_scalar(ParamType::Float, "nan").is_err());
         assert!(parse_scalar(ParamType::Int, "99999999999999999999").is_err());
         assert!(parse_scalar(ParamType::Uuid, "not-a-uuid").is_err());
+    }
+
+    #[test]
+    fn integers_beyond_64_bits_are_refused() {
+        assert!(parse_json(b"{\"a\": 18446744073709551615}").is_ok());
+        assert!(
+            parse_json(b"[-9223372036854775808, 1.5e300, \"99999999999999999999999\"]").is_ok()
+        );
+        assert!(parse_json(b"18446744073709551616").is_err());
+        assert!(parse_json(b"{\"n\": -9223372036854775809}").is_err());
+        assert!(parse_json(b"[1, \"\\\"\", 123456789012345678901234567890]").is_err());
     }
 
     #[test]

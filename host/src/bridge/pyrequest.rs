@@ -177,7 +177,7 @@ impl PyRequest {
             if let Some(value) = &self.data.json {
                 return Ok(json::to_python(py, value)?.unbind());
             }
-            match serde_json::from_slice::<serde_json::Value>(&self.data.body) {
+            match crate::validation::parse_json(&self.data.body) {
                 Ok(value) => Ok(json::to_python(py, &value)?.unbind()),
                 Err(err) => Err(PyErr::from_value(
                     sdk(py)?
