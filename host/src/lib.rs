@@ -30,6 +30,8 @@
 mod bridge;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod interpreter;
 mod loader;
 mod reply;

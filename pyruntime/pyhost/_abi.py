@@ -174,6 +174,12 @@ class Binding:
         # Everything a call needs is bound here once, as closure variables. Out-buffers are
         # reused from a pool: a call pops one (so concurrent and re-entrant calls never share
         # one), and puts it back once the host's bytes are copied out and released.
+        #
+        # Every call follows the same steps, written out in each function because a helper
+        # call costs more than the rest of the Python side: encode the text arguments, take
+        # an out-buffer, call, and if the host filled the buffer copy its bytes (through a
+        # `char *` view, so ffi.unpack gives bytes) and release it, exactly once, in
+        # `finally`; then reset it and return it to the pool, and map the status.
         pool: list[tuple[Any, Any]] = []
         pop = pool.pop
         push = pool.append
@@ -194,14 +200,6 @@ class Binding:
             out = new("pyhost_buffer *")
             return out, cast("_pyhost_bytes_view *", out)
 
-        def take(out: Any, data: Any, size: int) -> bytes:
-            # Copies a filled buffer and releases it, exactly once, whatever happens.
-            try:
-                return unpack(data, size)
-            finally:
-                free(out)
-                out.data = null
-
         def log(plugin: int, level: int, message: str, request_id: str, fields: bytes) -> None:
             text = message.encode("utf-8", "backslashreplace")
             rid = request_id.encode()
@@ -211,7 +209,14 @@ class Binding:
                 out, view = new_slot()
             status = c_log(plugin, level, text, len(text), rid, len(rid), fields, len(fields), out)
             data = view.data
-            payload = take(out, data, view.len) if data else b""
+            if data:
+                try:
+                    payload = unpack(data, view.len)
+                finally:
+                    free(out)
+                    out.data = null
+            else:
+                payload = b""
             push((out, view))
             if status != OK:
                 raise _failure(status, payload, "log")
@@ -223,7 +228,14 @@ class Binding:
                 out, view = new_slot()
             status = c_settings(plugin, out)
             data = view.data
-            payload = take(out, data, view.len) if data else b""
+            if data:
+                try:
+                    payload = unpack(data, view.len)
+                finally:
+                    free(out)
+                    out.data = null
+            else:
+                payload = b""
             push((out, view))
             if status != OK:
                 raise _failure(status, payload, "settings")
@@ -237,7 +249,14 @@ class Binding:
                 out, view = new_slot()
             status = c_secret(plugin, raw, len(raw), out)
             data = view.data
-            payload = take(out, data, view.len) if data else b""
+            if data:
+                try:
+                    payload = unpack(data, view.len)
+                finally:
+                    free(out)
+                    out.data = null
+            else:
+                payload = b""
             push((out, view))
             if status != OK:
                 raise _failure(status, payload, "secret")
@@ -251,7 +270,14 @@ class Binding:
                 out, view = new_slot()
             status = c_kv_get(plugin, raw, len(raw), out)
             data = view.data
-            payload = take(out, data, view.len) if data else b""
+            if data:
+                try:
+                    payload = unpack(data, view.len)
+                finally:
+                    free(out)
+                    out.data = null
+            else:
+                payload = b""
             push((out, view))
             if status == OK:
                 return payload
@@ -267,7 +293,14 @@ class Binding:
                 out, view = new_slot()
             status = c_kv_set(plugin, raw, len(raw), value, len(value), out)
             data = view.data
-            payload = take(out, data, view.len) if data else b""
+            if data:
+                try:
+                    payload = unpack(data, view.len)
+                finally:
+                    free(out)
+                    out.data = null
+            else:
+                payload = b""
             push((out, view))
             if status != OK:
                 raise _failure(status, payload, "kv_set")
@@ -280,7 +313,14 @@ class Binding:
                 out, view = new_slot()
             status = c_kv_delete(plugin, raw, len(raw), out)
             data = view.data
-            payload = take(out, data, view.len) if data else b""
+            if data:
+                try:
+                    payload = unpack(data, view.len)
+                finally:
+                    free(out)
+                    out.data = null
+            else:
+                payload = b""
             push((out, view))
             if status != OK:
                 raise _failure(status, payload, "kv_delete")
@@ -293,7 +333,14 @@ class Binding:
                 out, view = new_slot()
             status = c_call(plugin, raw, len(raw), data_json, len(data_json), out)
             data = view.data
-            payload = take(out, data, view.len) if data else b""
+            if data:
+                try:
+                    payload = unpack(data, view.len)
+                finally:
+                    free(out)
+                    out.data = null
+            else:
+                payload = b""
             push((out, view))
             if status != OK:
                 raise _failure(status, payload, "call")

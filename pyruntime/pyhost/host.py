@@ -121,15 +121,21 @@ def _level(level: int | str) -> int:
     raise TypeError(f"log level must be an int or a level name, got {level!r}")
 
 
+# Built once: json.dumps with any non-default option builds a new encoder on every call.
+# Same output as json.dumps(data, separators=(",", ":")).
+_encode_data = json.JSONEncoder(separators=(",", ":")).encode
+# Values JSON cannot represent are logged as their repr rather than failing the log call.
+_encode_fields = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=repr).encode
+
+
 def _fields_json(fields: Mapping[str, Any]) -> bytes:
-    # Values JSON cannot represent are logged as their repr rather than failing the call.
     if not fields:
         return b"{}"
-    return json.dumps(fields, separators=(",", ":"), ensure_ascii=False, default=repr).encode()
+    return _encode_fields(fields).encode()
 
 
 def _dumps(data: Any) -> bytes:
-    return json.dumps(data, separators=(",", ":")).encode()
+    return _encode_data(data).encode()
 
 
 def _loads(payload: bytes) -> Any:
@@ -217,7 +223,7 @@ class Host(ABC):
 
     @abstractmethod
     def secret(self, name: str) -> str:
-        """Return the secret ``name`` (capability ``"secrets"``; the config lists the names)."""
+        """Return the secret ``name``; the plugin may read the secrets its config lists."""
 
     @abstractmethod
     def call(self, name: str, data: Any = None) -> Any:
@@ -353,8 +359,13 @@ class EmbeddedHost(Host):
 IN_PROCESS_PLUGIN: Final = "app"
 """The plugin name the in-process host reports in its messages."""
 
-_CAPABILITIES: Final = frozenset({"kv", "secrets", "call:*"})
+_CAPABILITIES: Final = frozenset({"kv", "call:*"})
 _logger = logging.getLogger("pyhost.host")
+
+
+def _quoted(name: str) -> str:
+    # Names in messages are quoted the way the host quotes them (Rust's `{:?}`).
+    return json.dumps(name, ensure_ascii=False)
 
 
 def _capability_set(capabilities: Iterable[str] | None) -> frozenset[str] | None:
@@ -367,8 +378,9 @@ def _capability_set(capabilities: Iterable[str] | None) -> frozenset[str] | None
         if not isinstance(name, str) or not (
             name in _CAPABILITIES or (name.startswith("call:") and len(name) > len("call:"))
         ):
+            hint = " (secrets are granted by name: pass secrets=...)" if name == "secrets" else ""
             raise ValueError(
-                f"unknown capability {name!r}; expected 'kv', 'secrets', 'call:NAME' or 'call:*'"
+                f'unknown capability {name!r}; expected "kv", "call:NAME" or "call:*"{hint}'
             )
     return names
 
@@ -395,16 +407,18 @@ class _InProcessKeyValue(KeyValue):
 class InProcessHost(Host):
     """Host services without the host, for tests and the REPL (see :mod:`pyhost.testing`).
 
-    It behaves like the host for plugin ``"app"``: capability checks with the host's messages,
+    It behaves like the host for plugin ``"app"``: the same checks with the host's messages,
     data to and from host functions passed through JSON, a dict (:attr:`store`) as the
     key-value store, and :meth:`log` writing to the ``pyhost.host`` logger (the record carries
     ``plugin``, ``request_id`` and ``fields`` attributes).
 
-    ``secrets=None`` reads secrets from the environment, like the host does at start-up;
-    ``capabilities=None`` grants everything. ``functions`` map names to plain callables
-    ``f(data) -> result``, ``async_functions`` to coroutine functions; :meth:`call_async` finds
-    both kinds, :meth:`call` only the plain ones. A function may raise :class:`HostError` to
-    fail the way a host function does; any other exception becomes a ``PYHOST_ERROR``.
+    ``secrets`` maps the secrets the plugin may read to their values; ``None`` grants every
+    name and reads it from the environment, as the host does at start-up. ``capabilities``
+    takes the config's names (``"kv"``, ``"call:NAME"``, ``"call:*"``), ``None`` granting
+    everything. ``functions`` map names to plain callables ``f(data) -> result`` (for
+    :meth:`call`), ``async_functions`` to coroutine functions (for :meth:`call_async`). A
+    function may raise :class:`HostError` to fail the way a host function does; any other
+    exception becomes a ``PYHOST_ERROR``.
     """
 
     store: dict[str, bytes]
@@ -434,8 +448,9 @@ class InProcessHost(Host):
             return
         raise CapabilityError(
             Status.DENIED,
-            f"capability {capability!r} is not granted to plugin {IN_PROCESS_PLUGIN!r}; "
-            f'add "{capability}" to {IN_PROCESS_PLUGIN}.capabilities in the config',
+            f"capability {_quoted(capability)} is not granted to plugin "
+            f"{_quoted(IN_PROCESS_PLUGIN)}; add {_quoted(capability)} to "
+            f"{IN_PROCESS_PLUGIN}.capabilities in the config file",
         )
 
     def log(self, level: int | str, message: str, **fields: Any) -> None:
@@ -457,51 +472,45 @@ class InProcessHost(Host):
     def secret(self, name: str) -> str:
         """See :meth:`Host.secret`."""
         name = _text_argument(name, "secret names")
-        self._require("secrets")
-        if self._secrets is None:
-            value = os.environ.get(name)
-            if value is None:
-                raise HostError(
-                    Status.NOT_FOUND,
-                    f"secret {name!r} is not available to plugin {IN_PROCESS_PLUGIN!r}: "
-                    f"the environment variable {name} is not set",
-                )
-            return value
-        try:
-            return self._secrets[name]
-        except KeyError:
-            raise HostError(
-                Status.NOT_FOUND,
-                f"secret {name!r} is not configured for plugin {IN_PROCESS_PLUGIN!r}; "
-                f'add "{name}" to {IN_PROCESS_PLUGIN}.secrets in the config',
-            ) from None
-
-    def _function(self, name: str, *, allow_async: bool) -> Callable[[Any], Any]:
-        self._require(f"call:{name}", "call:*")
-        function = self._functions.get(name)
-        if function is None and allow_async:
-            function = self._async_functions.get(name)
-        if function is None:
+        value = (os.environ if self._secrets is None else self._secrets).get(name)
+        if value is None:
             detail = (
-                "; it is async, use host.call_async"
-                if name in self._async_functions and not allow_async
-                else ""
+                f": the environment variable {name} is not set"
+                if self._secrets is None
+                else f"; add {_quoted(name)} to {IN_PROCESS_PLUGIN}.secrets in the config file"
             )
-            raise HostError(Status.NO_SUCH_FUNCTION, f"no host function named {name!r}{detail}")
+            raise CapabilityError(
+                Status.DENIED,
+                f"secret {_quoted(name)} is not granted to plugin "
+                f"{_quoted(IN_PROCESS_PLUGIN)}{detail}",
+            )
+        return value
+
+    def _function(self, name: str, registry: Mapping[str, Callable[[Any], Any]]) -> Any:
+        self._require(f"call:{name}", "call:*")
+        function = registry.get(name)
+        if function is None:
+            message = f"no host function named {_quoted(name)} is registered"
+            if registry is self._functions and name in self._async_functions:
+                message += " (it is async: use host.call_async)"
+            elif registry is self._async_functions and name in self._functions:
+                message += " (it is not async: use host.call)"
+            raise HostError(Status.NO_SUCH_FUNCTION, message)
         return function
 
     def call(self, name: str, data: Any = None) -> Any:
         """See :meth:`Host.call`."""
         name = _text_argument(name, "function names")
         body = _dumps(data)
-        function = self._function(name, allow_async=False)
+        function = self._function(name, self._functions)
         try:
             result = function(_loads(body))
         except HostError:
             raise
         except Exception as exc:
             raise HostError(
-                Status.ERROR, f"host function {name!r} failed: {type(exc).__name__}: {exc}"
+                Status.ERROR,
+                f"host function {_quoted(name)} failed: {type(exc).__name__}: {exc}",
             ) from exc
         return _loads(_dumps(result))
 
@@ -509,7 +518,7 @@ class InProcessHost(Host):
         """See :meth:`Host.call_async`."""
         name = _text_argument(name, "function names")
         body = _dumps(data)
-        function = self._function(name, allow_async=True)
+        function = self._function(name, self._async_functions)
         try:
             result = function(_loads(body))
             if inspect.isawaitable(result):
@@ -518,7 +527,8 @@ class InProcessHost(Host):
             raise
         except Exception as exc:
             raise HostError(
-                Status.ERROR, f"host function {name!r} failed: {type(exc).__name__}: {exc}"
+                Status.ERROR,
+                f"host function {_quoted(name)} failed: {type(exc).__name__}: {exc}",
             ) from exc
         return _loads(_dumps(result))
 

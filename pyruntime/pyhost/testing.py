@@ -1,14 +1,14 @@
 """Run host services in-process, for tests of plugin code outside the pyhost binary.
 
 >>> from pyhost import CapabilityError, host, testing
->>> _ = testing.configure(settings={"greeting": "hi"}, capabilities=["kv"])
->>> host.settings["greeting"]
-'hi'
+>>> _ = testing.configure(settings={"greeting": "hi"}, secrets={"TOKEN": "t0k"}, capabilities=[])
+>>> host.settings["greeting"], host.secret("TOKEN")
+('hi', 't0k')
 >>> try:
-...     host.secret("TOKEN")
+...     host.kv.get("visits")
 ... except CapabilityError as error:
 ...     print(str(error).split(";")[0])
-capability 'secrets' is not granted to plugin 'app'
+capability "kv" is not granted to plugin "app"
 >>> testing.reset()
 
 A fixture that gives every test a fresh host::
@@ -38,11 +38,11 @@ def configure(
 ) -> InProcessHost:
     """Make :data:`pyhost.host` an in-process host with these settings, and return it.
 
-    ``settings`` is the plugin's settings table; ``secrets`` maps secret names to values
-    (``None``: read them from the environment, as the host does); ``functions`` and
-    ``async_functions`` are the host functions, taking and returning JSON data;
-    ``capabilities`` uses the config's names (``"kv"``, ``"secrets"``, ``"call:NAME"``,
-    ``"call:*"``), ``None`` granting everything. The key-value store starts empty; the returned
+    ``settings`` is the plugin's settings table; ``secrets`` maps the secrets the plugin may
+    read to their values (``None``: any name, read from the environment, as the host does);
+    ``functions`` and ``async_functions`` are the host functions, taking and returning JSON
+    data; ``capabilities`` uses the config's names (``"kv"``, ``"call:NAME"``, ``"call:*"``),
+    ``None`` granting everything. The key-value store starts empty; the returned
     host's :attr:`~pyhost.host.InProcessHost.store` holds its contents.
     """
     impl = InProcessHost(

@@ -4,7 +4,7 @@ It behaves like a small host with two plugins, `app` (0) and `billing` (1):
 
 - `log` records `(plugin, level, message, request_id, fields)`; an unknown plugin is INVALID.
 - `settings` returns `settings[plugin]` as JSON.
-- `secret` is DENIED with the host's message (`secrets` is granted to nobody).
+- `secret` returns `secrets[name]`, or is DENIED with the host's message.
 - `kv_get` / `kv_set` / `kv_delete` use a dict per plugin; `billing` lacks `kv` (DENIED);
   the key `"boom"` fails with ERROR.
 - `call` echoes its data; `missing` is NO_SUCH_FUNCTION, `fail` ERROR, `denied` DENIED,
@@ -28,10 +28,23 @@ ffi = _abi.ffi
 PLUGINS = ("app", "billing")
 
 
+def _table(plugin: str) -> str:
+    return plugin if plugin == "app" else f"plugins.{plugin}"
+
+
 def denied_message(capability: str, plugin: str) -> str:
+    """The host's message for a capability it does not grant."""
     return (
-        f"capability {capability!r} is not granted to plugin {plugin!r}; "
-        f'add "{capability}" to {plugin}.capabilities in the config'
+        f'capability "{capability}" is not granted to plugin "{plugin}"; '
+        f'add "{capability}" to {_table(plugin)}.capabilities in the config file'
+    )
+
+
+def secret_denied_message(name: str, plugin: str) -> str:
+    """The host's message for a secret the config does not list for the plugin."""
+    return (
+        f'secret "{name}" is not granted to plugin "{plugin}"; '
+        f'add "{name}" to {_table(plugin)}.secrets in the config file'
     )
 
 
@@ -48,6 +61,7 @@ class FakeHost:
 
     def __init__(self, *, abi_version: int = _abi.ABI_VERSION, struct_size: int | None = None):
         self.settings: dict[int, Any] = {0: {"greeting": "hi", "nested": {"n": [1, 2]}}, 1: {}}
+        self.secrets: dict[str, str] = {"TOKEN": "s3cret"}
         self.kv: dict[int, dict[bytes, bytes]] = {0: {}, 1: {}}
         self.logs: list[tuple[int, int, str, str, Any]] = []
         self.calls: list[tuple[str, int]] = []  # (function, plugin) for every call made
@@ -150,7 +164,14 @@ class FakeHost:
 
     def _secret(self, plugin, name, name_len, out):
         self.calls.append(("secret", plugin))
-        return self._fail(out, _abi.DENIED, denied_message("secrets", PLUGINS[plugin]))
+        if (status := self._check_plugin(plugin, out)) is not None:
+            return status
+        wanted = _read(name, name_len).decode()
+        value = self.secrets.get(wanted)
+        if value is None:
+            return self._fail(out, _abi.DENIED, secret_denied_message(wanted, PLUGINS[plugin]))
+        self._fill(out, value.encode())
+        return _abi.OK
 
     def _kv_check(self, plugin: int, key: bytes, out: Any) -> int | None:
         if (status := self._check_plugin(plugin, out)) is not None:
@@ -195,7 +216,9 @@ class FakeHost:
         function = _read(name, name_len).decode()
         payload = _read(data, data_len)
         if function == "missing":
-            return self._fail(out, _abi.NO_SUCH_FUNCTION, "no host function named 'missing'")
+            return self._fail(
+                out, _abi.NO_SUCH_FUNCTION, 'no host function named "missing" is registered'
+            )
         if function == "fail":
             return self._fail(out, _abi.ERROR, "host function 'fail' failed: nope")
         if function == "denied":

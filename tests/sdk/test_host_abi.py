@@ -11,7 +11,7 @@ import pytest
 from pyhost import CapabilityError, HostError, _abi, host, testing
 from pyhost._context import Placeholder, current
 from pyhost.host import EmbeddedHost, InProcessHost, Status
-from tests.sdk.fake_host import FakeHost, denied_message
+from tests.sdk.fake_host import FakeHost, denied_message, secret_denied_message
 
 # --- the header and the cdef
 
@@ -137,9 +137,11 @@ def test_denied_raises_capability_error_with_the_host_message(fake, binding):
     assert str(caught.value) == denied_message("kv", "billing")
     assert isinstance(caught.value, PermissionError)
     assert isinstance(caught.value, HostError)
-    with pytest.raises(CapabilityError, match="capability 'secrets' is not granted"):
-        binding.secret(0, "TOKEN")
-    assert fake.filled == fake.freed == 2
+    with pytest.raises(CapabilityError) as caught:
+        binding.secret(0, "HOME")
+    assert str(caught.value) == secret_denied_message("HOME", "app")
+    assert binding.secret(0, "TOKEN") == b"s3cret"
+    assert fake.filled == fake.freed == 3
 
 
 @pytest.mark.parametrize(
@@ -241,7 +243,9 @@ def test_embedded_host_kv_uses_the_calling_plugin(fake, embedded):
     assert embedded.kv.get("b") == b"\x01"
     token = current.set(Placeholder(plugin=1))
     try:
-        with pytest.raises(CapabilityError, match=r"to plugin 'billing'; add \"kv\""):
+        with pytest.raises(
+            CapabilityError, match=r'plugin "billing"; add "kv" to plugins\.billing'
+        ):
             embedded.kv.get("k")
     finally:
         current.reset(token)
@@ -296,9 +300,10 @@ def test_embedded_host_log_sends_level_request_id_and_fields(fake, embedded):
         embedded.log("loud", "x")
 
 
-def test_embedded_host_secret_denied(fake, embedded):
-    with pytest.raises(CapabilityError, match=r'add "secrets" to app.capabilities'):
-        embedded.secret("TOKEN")
+def test_embedded_host_secret(fake, embedded):
+    assert embedded.secret("TOKEN") == "s3cret"
+    with pytest.raises(CapabilityError, match=r'add "HOME" to app\.secrets in the config file'):
+        embedded.secret("HOME")
 
 
 class HostCallError(Exception):
@@ -354,7 +359,8 @@ def test_host_uses_the_embedded_host_when_pyhost_host_imports(fake, monkeypatch)
     assert host.call("echo", [1]) == [1]
     assert asyncio.run(host.call_async("echo", {"a": 1})) == {"a": 1}
     with pytest.raises(CapabilityError):
-        host.secret("TOKEN")
+        host.secret("HOME")
+    assert host.secret("TOKEN") == "s3cret"
     assert host.settings["greeting"] == "hi"
     host.log("info", "hello", n=1)
     assert fake.logs == [(0, 20, "hello", "", {"n": 1})]

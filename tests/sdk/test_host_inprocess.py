@@ -9,13 +9,12 @@ import pyhost
 from pyhost import CapabilityError, HostError, host, testing
 from pyhost._context import Placeholder, current
 from pyhost.host import InProcessHost, Status
+from tests.sdk.fake_host import denied_message, secret_denied_message
 
 
 def denied(capability: str) -> str:
-    return (
-        f"capability '{capability}' is not granted to plugin 'app'; "
-        f'add "{capability}" to app.capabilities in the config'
-    )
+    """The message the host gives (see tests/sdk/fake_host.py)."""
+    return denied_message(capability, "app")
 
 
 def test_public_names():
@@ -70,13 +69,10 @@ def test_settings_default_to_empty_and_need_no_capability():
 def test_secrets():
     testing.configure(secrets={"TOKEN": "s3cret"})
     assert host.secret("TOKEN") == "s3cret"
-    with pytest.raises(HostError) as caught:
+    with pytest.raises(CapabilityError) as caught:
         host.secret("OTHER")
-    assert caught.value.status == Status.NOT_FOUND
-    assert str(caught.value) == (
-        "secret 'OTHER' is not configured for plugin 'app'; "
-        'add "OTHER" to app.secrets in the config'
-    )
+    assert caught.value.status == Status.DENIED
+    assert str(caught.value) == secret_denied_message("OTHER", "app")
 
 
 def test_secrets_default_to_the_environment(monkeypatch):
@@ -84,7 +80,7 @@ def test_secrets_default_to_the_environment(monkeypatch):
     monkeypatch.delenv("PYHOST_TEST_UNSET", raising=False)
     testing.configure()
     assert host.secret("PYHOST_TEST_SECRET") == "from-env"
-    with pytest.raises(HostError, match="environment variable PYHOST_TEST_UNSET is not set"):
+    with pytest.raises(CapabilityError, match="environment variable PYHOST_TEST_UNSET is not set"):
         host.secret("PYHOST_TEST_UNSET")
 
 
@@ -160,12 +156,12 @@ def test_call_failures():
     with pytest.raises(HostError) as caught:
         host.call("broken")
     assert caught.value.status == Status.ERROR
-    assert str(caught.value) == "host function 'broken' failed: ValueError: bad input"
+    assert str(caught.value) == 'host function "broken" failed: ValueError: bad input'
     assert isinstance(caught.value.__cause__, ValueError)
     with pytest.raises(HostError, match="refused by the fake") as caught:
         host.call("refusing")
     assert caught.value.status == Status.INVALID
-    with pytest.raises(HostError, match="no host function named 'nope'") as caught:
+    with pytest.raises(HostError, match='no host function named "nope" is registered') as caught:
         host.call("nope")
     assert caught.value.status == Status.NO_SUCH_FUNCTION
 
@@ -176,16 +172,21 @@ def test_call_async():
         return {"got": data}
 
     testing.configure(functions={"sync": lambda data: data * 2}, async_functions={"fetch": fetch})
+    assert asyncio.run(host.call_async("fetch", [1, "x"])) == {"got": [1, "x"]}
+    assert host.call("sync", 21) == 42
 
-    async def run():
-        return (
-            await host.call_async("fetch", [1, "x"]),
-            await host.call_async("sync", 21),
-        )
 
-    assert asyncio.run(run()) == ({"got": [1, "x"]}, 42)
-    with pytest.raises(HostError, match=r"'fetch'; it is async, use host\.call_async"):
+def test_sync_and_async_functions_are_separate_as_in_the_host():
+    async def fetch(data):
+        return data
+
+    testing.configure(functions={"sync": lambda data: data}, async_functions={"fetch": fetch})
+    with pytest.raises(HostError, match=r"\(it is async: use host\.call_async\)") as caught:
         host.call("fetch")
+    assert caught.value.status == Status.NO_SUCH_FUNCTION
+    with pytest.raises(HostError, match=r"\(it is not async: use host\.call\)") as caught:
+        asyncio.run(host.call_async("sync"))
+    assert caught.value.status == Status.NO_SUCH_FUNCTION
 
 
 def test_call_async_failures():
@@ -193,9 +194,9 @@ def test_call_async_failures():
         raise RuntimeError("down")
 
     testing.configure(async_functions={"broken": broken}, capabilities=["call:broken"])
-    with pytest.raises(HostError, match="host function 'broken' failed: RuntimeError: down"):
+    with pytest.raises(HostError, match='host function "broken" failed: RuntimeError: down'):
         asyncio.run(host.call_async("broken"))
-    with pytest.raises(CapabilityError, match=r"capability 'call:other' is not granted"):
+    with pytest.raises(CapabilityError, match='capability "call:other" is not granted'):
         asyncio.run(host.call_async("other"))
 
 
@@ -212,7 +213,6 @@ def test_capability_refusals_name_the_capability_and_the_config_key():
         (lambda: host.kv.get("k"), "kv"),
         (lambda: host.kv.set("k", "v"), "kv"),
         (lambda: host.kv.delete("k"), "kv"),
-        (lambda: host.secret("TOKEN"), "secrets"),
         (lambda: host.call("g"), "call:g"),
         (lambda: host.call("unknown"), "call:unknown"),
     ]
@@ -223,6 +223,8 @@ def test_capability_refusals_name_the_capability_and_the_config_key():
         assert caught.value.status == Status.DENIED
         assert isinstance(caught.value, PermissionError)
     assert host.call("f", 1) == 1
+    assert host.secret("TOKEN") == "t"  # secrets are granted by name, not by a capability
+    assert host.settings == {}
     host.log("info", "logging is always allowed")
 
 
@@ -239,6 +241,8 @@ def test_capability_names_are_checked():
         testing.configure(capabilities=["kvv"])
     with pytest.raises(ValueError, match="unknown capability 'call:'"):
         testing.configure(capabilities=["call:"])
+    with pytest.raises(ValueError, match=r"'secrets'.*secrets are granted by name"):
+        testing.configure(capabilities=["secrets"])
     with pytest.raises(TypeError, match="not the string 'kv'"):
         testing.configure(capabilities="kv")
 
