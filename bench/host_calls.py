@@ -40,13 +40,13 @@ def main() -> int:
         finally:
             proc.terminate()
             proc.wait(timeout=15)
-    print(f"{'host service':<24}{'ns per call':>12}")
+    print(f"{'host service':<26}{'SDK (built-in path)':>20}{'C table via cffi':>18}")
     for key, label in [
         ("call_noop_ns", "host.call('noop')"),
         ("kv_get_ns", "host.kv.get (memory)"),
-        ("log_ns", "host.log (filtered)"),
+        ("log_ns", "host.log (filtered out)"),
     ]:
-        print(f"{label:<24}{figures[key]:>12.0f}")
+        print(f"{label:<26}{figures[key]:>17.0f} ns{figures['abi_' + key]:>15.0f} ns")
     print(f"(empty loop {figures['empty_loop_ns']:.0f} ns subtracted; best of 5 x {args.n})")
     return 0
 

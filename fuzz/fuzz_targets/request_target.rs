@@ -40,9 +40,15 @@ fuzz_target!(|data: &[u8]| {
 
     let decoded = decode_target(&path, &query);
     let status = table().check(&method, &path, &query);
-    assert!(matches!(status, 200 | 400 | 404 | 405 | 422), "status {status}");
+    assert!(
+        matches!(status, 200 | 400 | 404 | 405 | 422),
+        "status {status}"
+    );
     if !decoded {
-        assert!(status == 400 || decode_query(&query).is_some(), "bad target got {status}");
+        assert!(
+            status == 400 || decode_query(&query).is_some(),
+            "bad target got {status}"
+        );
     }
     let _ = parse_json(body);
 });

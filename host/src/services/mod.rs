@@ -264,15 +264,19 @@ impl Services {
 
     /// Calls a registered sync function with JSON `data`.
     pub fn call(&self, plugin: u32, name: &str, data: &[u8]) -> Result<Vec<u8>, ServiceError> {
+        let output = self.call_value(plugin, name, parse_json(data)?)?;
+        serde_json::to_vec(&output).map_err(|err| ServiceError::Failed(err.to_string()))
+    }
+
+    /// Calls a registered sync function with an already parsed value.
+    pub fn call_value(&self, plugin: u32, name: &str, input: Value) -> Result<Value, ServiceError> {
         self.check_call(plugin, name)?;
         let function = self
             .functions
             .sync
             .get(name)
             .ok_or_else(|| ServiceError::NoSuchFunction(name.to_owned()))?;
-        let input = parse_json(data)?;
-        let output = function(input).map_err(ServiceError::Failed)?;
-        serde_json::to_vec(&output).map_err(|err| ServiceError::Failed(err.to_string()))
+        function(input).map_err(ServiceError::Failed)
     }
 
     /// Starts a registered async function with JSON `data`; the future runs on the host's
