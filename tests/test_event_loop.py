@@ -26,12 +26,17 @@ async def loop_kind(request):
 
 @pytest.mark.parametrize(
     ("setting", "expected_module"),
-    [("uvloop", "uvloop"), ("asyncio", "asyncio.unix_events"), ("auto", "uvloop")],
+    [
+        ("uvloop", "uvloop"),
+        ("asyncio", "asyncio.unix_events"),
+        ("auto", "uvloop"),
+        (None, "asyncio.unix_events"),
+    ],
 )
 def test_event_loop_setting(
-    server_factory: ServerFactory, setting: str, expected_module: str
+    server_factory: ServerFactory, setting: str | None, expected_module: str
 ) -> None:
-    config = make_config(server=f'event_loop = "{setting}"')
+    config = make_config(server="" if setting is None else f'event_loop = "{setting}"')
     with server_factory.serve(APP, config) as server, server.client() as http:
         payload = http.get("/loop").json()
     assert payload["loop"] == expected_module

@@ -15,7 +15,6 @@ use tokio::sync::oneshot;
 use crate::bridge::response::{self, ConvertError};
 use crate::bridge::sdk::sdk;
 use crate::bridge::stats::STATS;
-use crate::bridge::watchdog::Watched;
 use crate::interpreter::format_exception;
 use crate::reply::Reply;
 
@@ -52,7 +51,6 @@ pub struct Completer {
     handler: Arc<str>,
     debug: bool,
     key: u64,
-    deadline: Option<Instant>,
     tasks: TaskMap,
     held: Arc<AtomicU64>,
 }
@@ -68,7 +66,6 @@ impl Completer {
         handler: Arc<str>,
         debug: bool,
         key: u64,
-        deadline: Option<Instant>,
         tasks: TaskMap,
     ) -> Self {
         Self {
@@ -79,7 +76,6 @@ impl Completer {
             handler,
             debug,
             key,
-            deadline,
             tasks,
             held: Arc::new(AtomicU64::new(0)),
         }
@@ -132,15 +128,8 @@ impl Completer {
 
 #[pymethods]
 impl Completer {
-    /// Wraps the handler's coroutine: its steps are timed, and its deadline (if any) holds even
-    /// if it never yields.
-    fn watch(&self, py: Python<'_>, coroutine: Py<PyAny>) -> PyResult<Py<PyAny>> {
-        let watched = Watched::new(coroutine, self.key, self.deadline, self.held.clone());
-        Ok(Py::new(py, watched)?.into_any())
-    }
-
     /// The handler returned `result`.
-    fn done(&mut self, result: &Bound<'_, PyAny>) {
+    pub fn done(&mut self, result: &Bound<'_, PyAny>) {
         let began = Instant::now();
         let converted = response::from_result(result);
         self.held.fetch_add(
@@ -154,7 +143,7 @@ impl Completer {
     }
 
     /// The handler raised `exc`.
-    fn fail(&mut self, exc: &Bound<'_, PyAny>) {
+    pub fn fail(&mut self, exc: &Bound<'_, PyAny>) {
         let py = exc.py();
         let is_http_error = sdk(py)
             .map(|sdk| exc.is_instance(sdk.http_error.bind(py)).unwrap_or(false))

@@ -15,7 +15,7 @@ use crate::bridge::completer::Completer;
 use crate::bridge::completer::TaskMap;
 use crate::bridge::pyrequest::PyRequest;
 use crate::bridge::stats::{self, STATS};
-use crate::bridge::watchdog;
+use crate::bridge::watchdog::{self, Watched};
 use crate::bridge::{Job, Message, WakeQueue};
 use crate::config::{Config, EventLoopKind};
 use crate::error::StartupError;
@@ -143,11 +143,16 @@ fn run_loop(
         .map_err(|err| pyo3::exceptions::PyValueError::new_err(err.to_string()))?;
     let invoke = PyModule::from_code(py, &source, c"pyhost_invoke.py", c"pyhost_invoke")?;
     let current = py.import("pyhost._context")?.getattr("current")?;
-    let invokers = invoke
-        .getattr("make_invokers")?
-        .call1((&event_loop, &executor, current))?;
+    let invoke_sync = invoke
+        .getattr("make_sync_invoker")?
+        .call1((&event_loop, &executor, &current))?
+        .unbind();
+    let _ = watchdog::CURRENT.set(py, current.unbind());
+    // create_task accepts only coroutines; the stepper is one in all but type.
+    py.import("collections.abc")?
+        .getattr("Coroutine")?
+        .call_method1("register", (py.get_type::<Watched>(),))?;
     install_logging(py)?;
-    let (invoke_async, invoke_sync): (Py<PyAny>, Py<PyAny>) = invokers.extract()?;
     watchdog::start(py, invoke.getattr("HandlerTimeout")?.unbind())?;
 
     let is_async = loaded.specs.iter().map(|spec| spec.is_async).collect();
@@ -155,7 +160,6 @@ fn run_loop(
         queue: queue.clone(),
         handlers: loaded.handlers,
         is_async,
-        invoke_async,
         invoke_sync,
         create_task: event_loop.getattr("create_task")?.unbind(),
         event_loop: event_loop.clone().unbind(),
@@ -186,7 +190,6 @@ struct Dispatcher {
     queue: Arc<WakeQueue<Message>>,
     handlers: Vec<Py<PyAny>>,
     is_async: Vec<bool>,
-    invoke_async: Py<PyAny>,
     invoke_sync: Py<PyAny>,
     create_task: Py<PyAny>,
     event_loop: Py<PyAny>,
@@ -210,7 +213,6 @@ impl Dispatcher {
             job.handler,
             self.debug,
             job.key,
-            job.deadline,
             self.tasks.clone(),
         );
         let held = completer.held();
@@ -219,21 +221,50 @@ impl Dispatcher {
         let Ok(completer) = Py::new(py, completer) else {
             return;
         };
-        let invoke = if self.is_async[job.route] {
-            &self.invoke_async
-        } else {
-            &self.invoke_sync
-        };
-        let started = Py::new(py, PyRequest::new(job.data))
-            .and_then(|request| {
-                invoke.bind(py).call1((
-                    self.handlers[job.route].bind(py),
-                    request,
+        let handler = self.handlers[job.route].bind(py);
+        let deadline = job.deadline;
+        let started = Py::new(py, PyRequest::new(job.data)).and_then(|request| {
+            if self.is_async[job.route] {
+                // Calling an async handler only creates its coroutine; an exception here
+                // (a wrong signature, say) is the handler's failure, answered at once.
+                let coroutine = match handler.call1((request.clone_ref(py),)) {
+                    Ok(coroutine) => coroutine,
+                    Err(err) => {
+                        let exception = err.into_value(py);
+                        completer.borrow_mut(py).fail(exception.bind(py).as_any());
+                        return Ok(None);
+                    }
+                };
+                // SAFETY: GIL held; a type check on a live object.
+                let native = unsafe { pyo3::ffi::PyCoro_CheckExact(coroutine.as_ptr()) } != 0;
+                // Other awaitables (an object with an async __call__ may return one) are
+                // stepped through their __await__ iterator.
+                let coroutine = if !native && coroutine.hasattr("__await__")? {
+                    coroutine.call_method0("__await__")?
+                } else {
+                    coroutine
+                };
+                let watched = Watched::new(
+                    coroutine.unbind(),
                     completer.clone_ref(py),
-                ))
-            })
-            .and_then(|coroutine| self.create_task.bind(py).call1((coroutine,)));
-        if let Ok(task) = &started {
+                    request.into_any(),
+                    job_key,
+                    deadline,
+                    held.clone(),
+                );
+                self.create_task
+                    .bind(py)
+                    .call1((Py::new(py, watched)?,))
+                    .map(Some)
+            } else {
+                self.invoke_sync
+                    .bind(py)
+                    .call1((handler, request, completer.clone_ref(py)))
+                    .and_then(|coroutine| self.create_task.bind(py).call1((coroutine,)))
+                    .map(Some)
+            }
+        });
+        if let Ok(Some(task)) = &started {
             // The loop has no eager task factory, so the task cannot have finished (and its
             // completer cannot have removed the entry) before this insert.
             self.tasks.insert(job_key, task.clone().unbind());

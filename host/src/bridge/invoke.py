@@ -1,4 +1,4 @@
-"""Host-internal: runs one handler call as its own asyncio task.
+"""Host-internal: the task body of plain ``def`` handlers, and the timeout exception.
 
 Every outcome, including BaseException subclasses such as SystemExit, is handed to the Rust
 completer, so nothing a handler raises can escape into the event loop and stop it.
@@ -16,30 +16,20 @@ class HandlerTimeout(BaseException):
     """
 
 
-def make_invokers(loop, executor, current):
-    # `current` is pyhost._context.current: host services called by the handler act for the
-    # request's plugin and log with its request id.
+def make_sync_invoker(loop, executor, current):
+    """The task body for a plain ``def`` handler: it runs on the executor, off the loop.
+
+    ``async def`` handlers need no Python wrapper: the host runs their coroutine directly as
+    the task, through its stepper.
+    """
     set_current = current.set
     run_in_executor = loop.run_in_executor
     copy_context = contextvars.copy_context
     cancelled_error = asyncio.CancelledError
 
-    async def invoke_async(handler, request, completer):
-        set_current(request)
-        try:
-            # watch() wraps the coroutine in a deadline-aware stepper when the route has a
-            # timeout, and returns it unchanged otherwise.
-            result = await completer.watch(handler(request))
-        except BaseException as exc:
-            completer.fail(exc)
-            if isinstance(exc, cancelled_error):
-                raise
-        else:
-            completer.done(result)
-
     async def invoke_sync(handler, request, completer):
-        # The thread runs in a copy of this task's context, so contextvars set by the
-        # handler stay with this request.
+        # `current` makes host services act for the request's plugin; the thread runs in a
+        # copy of this task's context, so contextvars set by the handler stay with it.
         set_current(request)
         try:
             result = await run_in_executor(executor, copy_context().run, handler, request)
@@ -50,4 +40,4 @@ def make_invokers(loop, executor, current):
         else:
             completer.done(result)
 
-    return invoke_async, invoke_sync
+    return invoke_sync

@@ -19,6 +19,8 @@ use pyo3::exceptions::PyStopIteration;
 use pyo3::ffi;
 use pyo3::prelude::*;
 
+use crate::bridge::completer::Completer;
+
 /// How often the watchdog looks at the running step.
 const POLL: Duration = Duration::from_millis(5);
 
@@ -99,33 +101,63 @@ fn watch() {
     }
 }
 
-/// An awaitable that runs a handler's coroutine one step at a time, timing each step (the
-/// GIL-hold figures) and, when the request has a deadline, exposing it to the watchdog.
+/// `pyhost._context.current`, set to the request at a handler task's first step.
+pub static CURRENT: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+
+/// A handler call as the coroutine its asyncio task runs.
+///
+/// It steps the handler's coroutine itself (`PyIter_Send`), so it can time every step (the
+/// GIL-hold figures), expose the request's deadline to the watchdog while a step runs, and
+/// hand the outcome straight to the completer: a handler's return value or exception never
+/// travels through another Python frame, and nothing it raises (not even `SystemExit`)
+/// reaches the event loop. Registered as a `collections.abc.Coroutine` so `create_task`
+/// accepts it; the task is real, so `current_task()`, `asyncio.timeout`, cancellation and
+/// per-request contextvars behave as usual.
 #[pyclass(module = "pyhost")]
 pub struct Watched {
     coroutine: Py<PyAny>,
+    completer: Py<Completer>,
+    request: Option<Py<PyAny>>,
     key: u64,
     deadline: Option<u64>,
     held: Arc<AtomicU64>,
 }
 
 impl Watched {
-    /// Wraps `coroutine` for request `key`; step time is added to `held` (nanoseconds).
+    /// Wraps the coroutine of request `key`; step time is added to `held` (nanoseconds).
     pub fn new(
         coroutine: Py<PyAny>,
+        completer: Py<Completer>,
+        request: Py<PyAny>,
         key: u64,
         deadline: Option<Instant>,
         held: Arc<AtomicU64>,
     ) -> Self {
         Self {
             coroutine,
+            completer,
+            request: Some(request),
             key,
             deadline: deadline.map(monotonic_nanos),
             held,
         }
     }
 
-    fn enter(&self) -> Instant {
+    fn enter(&mut self, py: Python<'_>) -> Instant {
+        if let Some(request) = self.request.take()
+            && let Some(current) = CURRENT.get(py)
+        {
+            // SAFETY: GIL held; both are live objects; the returned token is a new reference
+            // (or NULL with an exception, cleared: the handler then sees the previous value).
+            unsafe {
+                let token = ffi::PyContextVar_Set(current.as_ptr(), request.as_ptr());
+                if token.is_null() {
+                    ffi::PyErr_Clear();
+                } else {
+                    ffi::Py_DecRef(token);
+                }
+            }
+        }
         if let Some(deadline) = self.deadline {
             STEP.deadline.store(deadline, Ordering::Release);
             STEP.key.store(self.key, Ordering::Release);
@@ -141,26 +173,57 @@ impl Watched {
         self.held.fetch_add(nanos, Ordering::Relaxed);
     }
 
-    /// One step: send `value` into the coroutine. GIL: held (`py`).
-    fn step(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    /// One step: `Some(yielded)` to keep going, `None` once the handler has finished (its
+    /// outcome already given to the completer). A cancellation is handed on as an error so
+    /// the task ends cancelled. GIL: held (`py`).
+    fn step(&mut self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
         let mut out: *mut ffi::PyObject = std::ptr::null_mut();
-        let started = self.enter();
+        let started = self.enter(py);
         // SAFETY: the GIL is held; both pointers are live objects owned by this struct or the
         // caller; PyIter_Send stores a new reference (or NULL with an exception set) in `out`.
         let status = unsafe { ffi::PyIter_Send(self.coroutine.as_ptr(), value.as_ptr(), &mut out) };
         self.leave(started);
         match status {
+            // SAFETY: PYGEN_NEXT hands back a new, non-NULL reference.
             ffi::PySendResult::PYGEN_NEXT => {
-                // SAFETY: PYGEN_NEXT hands back a new, non-NULL reference.
-                Ok(unsafe { Bound::from_owned_ptr(py, out) }.unbind())
+                Ok(Some(unsafe { Bound::from_owned_ptr(py, out) }.unbind()))
             }
             ffi::PySendResult::PYGEN_RETURN => {
                 // SAFETY: PYGEN_RETURN hands back a new, non-NULL reference (the return value).
                 let result = unsafe { Bound::from_owned_ptr(py, out) };
-                Err(PyStopIteration::new_err((result.unbind(),)))
+                self.completer.borrow_mut(py).done(&result);
+                Ok(None)
             }
-            ffi::PySendResult::PYGEN_ERROR => Err(PyErr::fetch(py)),
+            ffi::PySendResult::PYGEN_ERROR => self.failed(py, PyErr::fetch(py)),
         }
+    }
+
+    fn failed(&self, py: Python<'_>, err: PyErr) -> PyResult<Option<Py<PyAny>>> {
+        if err.is_instance_of::<PyStopIteration>(py) {
+            // A coroutine that returned while an exception was thrown into it.
+            let value = err.value(py).getattr("value")?;
+            self.completer.borrow_mut(py).done(&value);
+            return Ok(None);
+        }
+        let cancelled = err.is_instance_of::<pyo3::exceptions::asyncio::CancelledError>(py);
+        // into_value attaches the traceback, which the completer logs.
+        let exception = err.into_value(py);
+        self.completer
+            .borrow_mut(py)
+            .fail(exception.bind(py).as_any());
+        if cancelled {
+            Err(PyErr::from_value(exception.into_bound(py).into_any()))
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+fn finished<T>(outcome: PyResult<Option<T>>) -> PyResult<T> {
+    match outcome {
+        Ok(Some(value)) => Ok(value),
+        Ok(None) => Err(PyStopIteration::new_err(())),
+        Err(err) => Err(err),
     }
 }
 
@@ -174,31 +237,35 @@ impl Watched {
         slf
     }
 
-    fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         self.step(py, &py.None().into_bound(py))
     }
 
-    fn send(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.step(py, value)
+    fn send(&mut self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        finished(self.step(py, value))
     }
 
     #[pyo3(signature = (typ, value=None, traceback=None))]
     fn throw(
-        &self,
+        &mut self,
         py: Python<'_>,
         typ: &Bound<'_, PyAny>,
         value: Option<&Bound<'_, PyAny>>,
         traceback: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let coroutine = self.coroutine.bind(py);
-        let started = self.enter();
+        let coroutine = self.coroutine.clone_ref(py);
+        let coroutine = coroutine.bind(py);
+        let started = self.enter(py);
         let outcome = match (value, traceback) {
             (None, _) => coroutine.call_method1("throw", (typ,)),
             (Some(value), None) => coroutine.call_method1("throw", (typ, value)),
             (Some(value), Some(tb)) => coroutine.call_method1("throw", (typ, value, tb)),
         };
         self.leave(started);
-        outcome.map(Bound::unbind)
+        finished(match outcome {
+            Ok(yielded) => Ok(Some(yielded.unbind())),
+            Err(err) => self.failed(py, err),
+        })
     }
 
     fn close(&self, py: Python<'_>) -> PyResult<()> {
