@@ -15,7 +15,7 @@ run: venv
 	$(CARGO) build --release --bin pyhost
 	VIRTUAL_ENV=$(abspath $(VENV)) target/release/pyhost serve --config examples/hello/pyhost.toml
 
-test: venv build lint rust-test py-test
+test: venv build lint rust-test py-test bench-smoke
 
 venv: $(VENV)/.stamp
 
