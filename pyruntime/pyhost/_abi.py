@@ -200,14 +200,12 @@ class Binding:
             out = new("pyhost_buffer *")
             return out, cast("_pyhost_bytes_view *", out)
 
-        def log(plugin: int, level: int, message: str, request_id: str, fields: bytes) -> None:
-            text = message.encode("utf-8", "backslashreplace")
-            rid = request_id.encode()
+        def invoke(function: Any, *args: Any) -> tuple[int, bytes]:
             try:
                 out, view = pop()
             except IndexError:
                 out, view = new_slot()
-            status = c_log(plugin, level, text, len(text), rid, len(rid), fields, len(fields), out)
+            status = function(*args, out)
             data = view.data
             if data:
                 try:
@@ -218,67 +216,33 @@ class Binding:
             else:
                 payload = b""
             push((out, view))
+            return status, payload
+
+        def log(plugin: int, level: int, message: str, request_id: str, fields: bytes) -> None:
+            text = message.encode("utf-8", "backslashreplace")
+            rid = request_id.encode()
+            status, payload = invoke(
+                c_log, plugin, level, text, len(text), rid, len(rid), fields, len(fields)
+            )
             if status != OK:
                 raise _failure(status, payload, "log")
 
         def settings(plugin: int) -> bytes:
-            try:
-                out, view = pop()
-            except IndexError:
-                out, view = new_slot()
-            status = c_settings(plugin, out)
-            data = view.data
-            if data:
-                try:
-                    payload = unpack(data, view.len)
-                finally:
-                    free(out)
-                    out.data = null
-            else:
-                payload = b""
-            push((out, view))
+            status, payload = invoke(c_settings, plugin)
             if status != OK:
                 raise _failure(status, payload, "settings")
             return payload
 
         def secret(plugin: int, name: str) -> bytes:
             raw = name.encode()
-            try:
-                out, view = pop()
-            except IndexError:
-                out, view = new_slot()
-            status = c_secret(plugin, raw, len(raw), out)
-            data = view.data
-            if data:
-                try:
-                    payload = unpack(data, view.len)
-                finally:
-                    free(out)
-                    out.data = null
-            else:
-                payload = b""
-            push((out, view))
+            status, payload = invoke(c_secret, plugin, raw, len(raw))
             if status != OK:
                 raise _failure(status, payload, "secret")
             return payload
 
         def kv_get(plugin: int, key: str) -> bytes | None:
             raw = key.encode()
-            try:
-                out, view = pop()
-            except IndexError:
-                out, view = new_slot()
-            status = c_kv_get(plugin, raw, len(raw), out)
-            data = view.data
-            if data:
-                try:
-                    payload = unpack(data, view.len)
-                finally:
-                    free(out)
-                    out.data = null
-            else:
-                payload = b""
-            push((out, view))
+            status, payload = invoke(c_kv_get, plugin, raw, len(raw))
             if status == OK:
                 return payload
             if status == NOT_FOUND:
@@ -287,61 +251,19 @@ class Binding:
 
         def kv_set(plugin: int, key: str, value: bytes) -> None:
             raw = key.encode()
-            try:
-                out, view = pop()
-            except IndexError:
-                out, view = new_slot()
-            status = c_kv_set(plugin, raw, len(raw), value, len(value), out)
-            data = view.data
-            if data:
-                try:
-                    payload = unpack(data, view.len)
-                finally:
-                    free(out)
-                    out.data = null
-            else:
-                payload = b""
-            push((out, view))
+            status, payload = invoke(c_kv_set, plugin, raw, len(raw), value, len(value))
             if status != OK:
                 raise _failure(status, payload, "kv_set")
 
         def kv_delete(plugin: int, key: str) -> None:
             raw = key.encode()
-            try:
-                out, view = pop()
-            except IndexError:
-                out, view = new_slot()
-            status = c_kv_delete(plugin, raw, len(raw), out)
-            data = view.data
-            if data:
-                try:
-                    payload = unpack(data, view.len)
-                finally:
-                    free(out)
-                    out.data = null
-            else:
-                payload = b""
-            push((out, view))
+            status, payload = invoke(c_kv_delete, plugin, raw, len(raw))
             if status != OK:
                 raise _failure(status, payload, "kv_delete")
 
         def call(plugin: int, name: str, data_json: bytes) -> bytes:
             raw = name.encode()
-            try:
-                out, view = pop()
-            except IndexError:
-                out, view = new_slot()
-            status = c_call(plugin, raw, len(raw), data_json, len(data_json), out)
-            data = view.data
-            if data:
-                try:
-                    payload = unpack(data, view.len)
-                finally:
-                    free(out)
-                    out.data = null
-            else:
-                payload = b""
-            push((out, view))
+            status, payload = invoke(c_call, plugin, raw, len(raw), data_json, len(data_json))
             if status != OK:
                 raise _failure(status, payload, "call")
             return payload
