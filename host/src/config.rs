@@ -20,8 +20,8 @@ pub struct Config {
     pub source: PathBuf,
     /// Listener, limits and behaviour of the HTTP server.
     pub server: ServerConfig,
-    /// The handler package and the Python environment it runs in.
-    pub app: AppConfig,
+    /// Virtualenv whose site-packages become importable (`app.venv`), absolute.
+    pub venv: Option<PathBuf>,
     /// Every plugin, the `[app]` package first (index 0, mounted at `/`), then the
     /// `[plugins.NAME]` tables in name order. The index is the plugin's id in the host ABI.
     pub plugins: Vec<PluginConfig>,
@@ -111,19 +111,6 @@ pub struct ServerConfig {
     pub max_url_length: usize,
     /// Cancel a handler whose client disconnected before the response.
     pub cancel_on_disconnect: bool,
-}
-
-/// The `[app]` table.
-#[derive(Debug, Clone)]
-pub struct AppConfig {
-    /// Module (or package) that defines the router.
-    pub module: String,
-    /// Attribute of `module` holding the `pyhost.Router`.
-    pub router: String,
-    /// Directories put at the front of `sys.path`, absolute.
-    pub paths: Vec<PathBuf>,
-    /// Virtualenv whose site-packages become importable, absolute.
-    pub venv: Option<PathBuf>,
 }
 
 /// Event loop implementation for the interpreter's loop thread.
@@ -448,7 +435,6 @@ impl Config {
                 },
             )?);
         }
-        let app_paths = plugins[0].paths.clone();
         let kv_path = raw.kv.path.as_deref().map(|p| resolve(&base, p));
         if let Some(kv) = &kv_path
             && let Some(parent) = kv.parent()
@@ -485,12 +471,7 @@ impl Config {
                 max_url_length: raw.server.max_url_length,
                 cancel_on_disconnect: raw.server.cancel_on_disconnect,
             },
-            app: AppConfig {
-                module: raw.app.module,
-                router: raw.app.router,
-                paths: app_paths,
-                venv,
-            },
+            venv,
             plugins,
             kv_path,
         })
@@ -665,7 +646,8 @@ mod tests {
         let config = parse("[app]\nmodule = \"hello\"\npaths = [\".\"]\n").expect("valid config");
         assert_eq!(config.server.listen, "127.0.0.1:8000".parse().unwrap());
         assert_eq!(config.server.body_limit, 1024 * 1024);
-        assert_eq!(config.app.router, "router");
+        assert_eq!(config.plugins[0].router, "router");
+        assert_eq!(config.plugins[0].prefix, "");
         assert!(!config.server.debug);
     }
 

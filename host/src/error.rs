@@ -69,6 +69,14 @@ pub enum StartupError {
         /// What is wrong, naming the handlers involved.
         message: String,
     },
+    /// Routes of different plugins (or one plugin) collide or cannot be compiled together.
+    #[error("config file {}: routes: {message}", file.display())]
+    RouteTable {
+        /// The config file.
+        file: PathBuf,
+        /// What is wrong, naming the handlers involved.
+        message: String,
+    },
     /// Binding the listening socket failed.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

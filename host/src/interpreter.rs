@@ -34,7 +34,7 @@ pub struct VenvChoice {
 
 /// Picks the virtualenv: `app.venv` from the config, else `VIRTUAL_ENV` from the environment.
 pub fn venv_for(config: &Config) -> Result<Option<VenvChoice>, StartupError> {
-    if let Some(path) = &config.app.venv {
+    if let Some(path) = &config.venv {
         return Ok(Some(VenvChoice {
             path: path.clone(),
             origin: "app.venv",

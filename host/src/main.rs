@@ -182,13 +182,19 @@ fn check(path: &std::path::Path) -> Result<ExitCode, StartupError> {
     for entry in &interp.path {
         let _ = writeln!(out, "  {entry}");
     }
-    let _ = writeln!(
-        out,
-        "module:      {} (router `{}`), {} routes",
-        config.app.module,
-        config.app.router,
-        inspection.routes.len()
-    );
+    for plugin in &config.plugins {
+        let prefix = if plugin.prefix.is_empty() {
+            "/"
+        } else {
+            &plugin.prefix
+        };
+        let _ = writeln!(
+            out,
+            "plugin:      {} at {prefix}: module {} (router `{}`)",
+            plugin.name, plugin.module, plugin.router
+        );
+    }
+    let _ = writeln!(out, "routes:      {}", inspection.routes.len());
     let _ = writeln!(out, "ok");
     Ok(ExitCode::SUCCESS)
 }

@@ -39,10 +39,8 @@ fn load_and_compile(py: Python<'_>, config: &Config) -> Result<(Ready, LoadedApp
         message: format_exception(py, &err),
     })?;
     let loaded = loader::load(py, config)?;
-    let table = RouteTable::build(&loaded.specs).map_err(|err| StartupError::Routes {
+    let table = RouteTable::build(&loaded.specs).map_err(|err| StartupError::RouteTable {
         file: config.source.clone(),
-        module: config.app.module.clone(),
-        router: config.app.router.clone(),
         message: err.to_string(),
     })?;
     Ok(((table, info), loaded))
