@@ -182,7 +182,7 @@ fn install_logging(py: Python<'_>) -> PyResult<()> {
     Ok(())
 }
 
-/// Called by the event loop whenever the wake-up socket is readable.
+/// Called by the event loop whenever the wake-up eventfd is readable.
 #[pyclass(module = "pyhost")]
 struct Dispatcher {
     queue: Arc<WakeQueue<Message>>,

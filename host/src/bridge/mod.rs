@@ -73,7 +73,7 @@ impl Bridge {
     pub fn start(config: &Config) -> Result<Self, StartupError> {
         let queue = Arc::new(WakeQueue::new().map_err(|err| StartupError::Interpreter {
             file: config.source.clone(),
-            message: format!("cannot create the wake-up socket: {err}"),
+            message: format!("cannot create the wake-up eventfd: {err}"),
         })?);
         let (ready, stopped) = event_loop::spawn(config, queue.clone())?;
         let (table, info) = ready;
