@@ -301,6 +301,7 @@ BROKEN = [
     Broken("listen-value", make_config(server='listen = "not an address"'), ("server.listen",)),
     Broken("body-limit-value", make_config(server='body_limit = "lots"'), ("server.body_limit",)),
     Broken("event-loop-value", make_config(server='event_loop = "trio"'), ("server.event_loop",)),
+    Broken("sched-batch-type", make_config(server='sched_batch = "yes"'), ("server.sched_batch",)),
     Broken("module-missing", '[app]\nrouter = "router"\n', ("app.module",)),
     Broken(
         "paths-missing-dir",

@@ -37,6 +37,7 @@ mod loader;
 mod reply;
 mod request;
 mod routing;
+pub mod sched;
 pub mod server;
 mod service;
 mod services;

@@ -79,6 +79,12 @@ fn serve(
     if let Some(listen) = listen {
         config.server.listen = listen;
     }
+    // Before any thread starts, so that all of them inherit the policy.
+    if config.server.sched_batch {
+        if let Err(err) = pyhost::sched::use_batch_policy() {
+            tracing::warn!("could not switch to the SCHED_BATCH scheduling policy: {err}");
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("pyhost-io")

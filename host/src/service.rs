@@ -162,8 +162,14 @@ impl HttpService {
         if declared_length.is_some_and(|length| length > self.body_limit) {
             return self.too_large();
         }
-        let limited = Limited::new(body, usize::try_from(self.body_limit).unwrap_or(usize::MAX));
-        let Ok(collected) = tokio::time::timeout(self.body_timeout, limited.collect()).await else {
+        // Most requests (a GET) have no body at all: no read, and no body timer to arm.
+        let collected = if body.is_end_stream() {
+            Ok(Ok(http_body_util::Collected::default()))
+        } else {
+            let limit = usize::try_from(self.body_limit).unwrap_or(usize::MAX);
+            tokio::time::timeout(self.body_timeout, Limited::new(body, limit).collect()).await
+        };
+        let Ok(collected) = collected else {
             let mut answer = Answer::new(Reply::detail(
                 StatusCode::REQUEST_TIMEOUT,
                 format!(

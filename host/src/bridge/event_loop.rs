@@ -60,6 +60,13 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("pyhost-loop".to_owned())
         .spawn(move || {
+            // An application embedding the library may not have set the policy for its
+            // process; the loop thread and the threads it starts get it here.
+            if thread_config.server.sched_batch {
+                if let Err(err) = crate::sched::use_batch_policy() {
+                    tracing::warn!("could not switch to the SCHED_BATCH scheduling policy: {err}");
+                }
+            }
             stats::attach(|py| {
                 let loaded = match load_and_compile(py, &thread_config) {
                     Ok((ready, loaded)) => {
@@ -160,6 +167,14 @@ fn run_loop(
         is_async,
         invoke_sync,
         create_task: event_loop.getattr("create_task")?.unbind(),
+        task_type: py.import("asyncio")?.getattr("Task")?.unbind(),
+        task_kwnames: pyo3::types::PyTuple::new(py, ["loop", "name"])?.unbind(),
+        task_names: loaded
+            .specs
+            .iter()
+            .map(|spec| pyo3::types::PyString::intern(py, &spec.name).unbind())
+            .collect(),
+        factory_set: std::sync::atomic::AtomicBool::new(false),
         event_loop: event_loop.clone().unbind(),
         debug: config.server.debug,
         tasks: TaskMap::default(),
@@ -190,12 +205,49 @@ struct Dispatcher {
     is_async: Vec<bool>,
     invoke_sync: Py<PyAny>,
     create_task: Py<PyAny>,
+    /// `asyncio.Task`, called directly unless the loop has a task factory: `create_task` is a
+    /// Python function, and a task without a name formats `Task-N` on Python 3.11.
+    task_type: Py<PyAny>,
+    task_kwnames: Py<pyo3::types::PyTuple>,
+    /// Each route's task name: its handler's name.
+    task_names: Vec<Py<pyo3::types::PyString>>,
+    /// Whether the loop had a task factory when the current batch began.
+    factory_set: std::sync::atomic::AtomicBool,
     event_loop: Py<PyAny>,
     debug: bool,
     tasks: TaskMap,
 }
 
 impl Dispatcher {
+    /// Wraps `coroutine` in an asyncio task named after the route's handler. GIL: held.
+    fn start_task<'py>(
+        &self,
+        py: Python<'py>,
+        coroutine: &Bound<'py, PyAny>,
+        route: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let name = self.task_names[route].bind(py);
+        if self.factory_set.load(std::sync::atomic::Ordering::Relaxed) {
+            let kwargs = pyo3::types::PyDict::new(py);
+            kwargs.set_item("name", name)?;
+            return self.create_task.bind(py).call((coroutine,), Some(&kwargs));
+        }
+        let args = [coroutine.as_ptr(), self.event_loop.as_ptr(), name.as_ptr()];
+        // SAFETY: GIL held; `args` holds three borrowed, live references for the duration of
+        // the call: one positional argument followed by the values of the two keyword names
+        // in `task_kwnames`, as the vectorcall protocol expects. The result is a new
+        // reference or NULL with an exception set, which `from_owned_ptr_or_err` takes over.
+        unsafe {
+            let result = pyo3::ffi::PyObject_Vectorcall(
+                self.task_type.as_ptr(),
+                args.as_ptr(),
+                1,
+                self.task_kwnames.as_ptr(),
+            );
+            Bound::from_owned_ptr_or_err(py, result)
+        }
+    }
+
     /// Starts one handler call as a task. GIL: held (`py`).
     fn dispatch(&self, py: Python<'_>, job: Job) {
         let began = std::time::Instant::now();
@@ -250,15 +302,13 @@ impl Dispatcher {
                     deadline,
                     held.clone(),
                 );
-                self.create_task
-                    .bind(py)
-                    .call1((Py::new(py, watched)?,))
+                self.start_task(py, Py::new(py, watched)?.bind(py).as_any(), job.route)
                     .map(Some)
             } else {
                 self.invoke_sync
                     .bind(py)
                     .call1((handler, request, completer.clone_ref(py)))
-                    .and_then(|coroutine| self.create_task.bind(py).call1((coroutine,)))
+                    .and_then(|coroutine| self.start_task(py, &coroutine, job.route))
                     .map(Some)
             }
         });
@@ -290,6 +340,9 @@ impl Dispatcher {
             self.event_loop.bind(py).call_method0("stop")?;
             return Ok(());
         }
+        let factory = self.event_loop.bind(py).call_method0("get_task_factory")?;
+        self.factory_set
+            .store(!factory.is_none(), std::sync::atomic::Ordering::Relaxed);
         for message in self.queue.drain() {
             match message {
                 Message::Run(job) => self.dispatch(py, *job),
