@@ -93,9 +93,10 @@ def ensure_wrk() -> None:
 
 
 def ensure_taskset() -> None:
-    """taskset (util-linux) pins the processes; fail early without it."""
-    if not shutil.which("taskset"):
-        raise SetupError("taskset not found (it comes with util-linux)")
+    """taskset and chrt (util-linux) pin and schedule the processes; fail early without them."""
+    for tool in ("taskset", "chrt"):
+        if not shutil.which(tool):
+            raise SetupError(f"{tool} not found (it comes with util-linux)")
 
 
 def raise_nofile_limit(needed: int) -> int:

@@ -53,14 +53,24 @@ def _granian(layout: Layout, interface: str, target: str, port: int) -> list[str
     ]
 
 
+def _pyhost(layout: Layout, config_name: str, port: int) -> list[str]:
+    """pyhost serving ``apps/pyhost_app/<config_name>``."""
+    config = layout.apps / "pyhost_app" / config_name
+    listen = f"127.0.0.1:{port}"
+    return [str(layout.pyhost_bin), "serve", "--config", str(config), "--listen", listen]
+
+
 def server_command(name: str, layout: Layout, port: int) -> list[str]:
     """The command line that serves the benchmark app with server ``name`` on ``port``."""
     if name == "pyhost":
-        config = layout.apps / "pyhost_app" / "pyhost.toml"
-        listen = f"127.0.0.1:{port}"
-        return [str(layout.pyhost_bin), "serve", "--config", str(config), "--listen", listen]
+        return _pyhost(layout, "pyhost.toml", port)
+    if name == "pyhost-no-batch":
+        return _pyhost(layout, "pyhost-no-batch.toml", port)
     if name == "granian-rsgi":
         return _granian(layout, "rsgi", "rsgi_app:app", port)
+    if name == "granian-rsgi-batch":
+        # The same scheduling policy pyhost uses by default, applied from outside.
+        return ["chrt", "--batch", "0", *_granian(layout, "rsgi", "rsgi_app:app", port)]
     if name == "granian-asgi":
         return _granian(layout, "asgi", "asgi_app:app", port)
     if name == "uvicorn":
@@ -84,7 +94,15 @@ def server_command(name: str, layout: Layout, port: int) -> list[str]:
     raise ValueError(f"unknown server {name!r}")
 
 
-SERVERS: tuple[str, ...] = ("pyhost", "granian-rsgi", "granian-asgi", "uvicorn")
+SERVERS: tuple[str, ...] = (
+    "pyhost",
+    "granian-rsgi",
+    "granian-asgi",
+    "uvicorn",
+    # References, not peers: how much of the difference is the scheduling policy alone.
+    "pyhost-no-batch",
+    "granian-rsgi-batch",
+)
 
 
 def select_servers(names: list[str] | None) -> list[str]:
