@@ -197,7 +197,7 @@ def measure(
         p50_ms=result.p50_us / 1000,
         p99_ms=result.p99_us / 1000,
         cpu_us_per_req=cpu_s * 1e6 / max(result.requests, 1),
-        rss_mib=servers.tree_peak_rss_kib(pid) / 1024,
+        rss_mib=servers.worker_peak_rss_kib(pid) / 1024,
         errors=result.errors,
     )
     return measurement, result

@@ -27,7 +27,7 @@ COLUMNS: tuple[tuple[str, str, Callable[[float], str]], ...] = (
     ("p50_ms", "p50 ms", lambda v: f"{v:.2f}"),
     ("p99_ms", "p99 ms", lambda v: f"{v:.2f}"),
     ("cpu_us_per_req", "CPU µs/req", lambda v: f"{v:.1f}"),
-    ("rss_mib", "peak RSS MiB", lambda v: f"{v:.1f}"),
+    ("rss_mib", "worker peak RSS MiB", lambda v: f"{v:.1f}"),
     ("errors", "errors", lambda v: f"{v:,.0f}"),
 )
 

@@ -227,9 +227,13 @@ def tree_cpu_seconds(pid: int) -> float:
     return ticks / CLOCK_TICKS
 
 
-def tree_peak_rss_kib(pid: int) -> int:
-    """Peak resident memory (VmHWM, KiB) of ``pid``, plus that of each live descendant."""
-    total = 0
+def worker_peak_rss_kib(pid: int) -> int:
+    """Peak resident memory (VmHWM, KiB) of the largest process in ``pid``'s tree.
+
+    That is the process serving the requests: Granian's worker rather than its supervisor,
+    and the server itself where there is only one process.
+    """
+    peak = 0
     for member in process_tree(pid):
         try:
             status = (PROC / str(member) / "status").read_text()
@@ -237,8 +241,8 @@ def tree_peak_rss_kib(pid: int) -> int:
             continue
         for line in status.splitlines():
             if line.startswith("VmHWM:"):
-                total += int(line.split()[1])
-    return total
+                peak = max(peak, int(line.split()[1]))
+    return peak
 
 
 def parse_pyhost_stats(stderr: str) -> dict[str, float] | None:
