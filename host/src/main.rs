@@ -10,8 +10,8 @@ use pyhost::{Config, Host, ShutdownSignals, StartupError};
 // Request data is allocated on a tokio worker and freed on the loop thread, and replies the
 // other way round; glibc's malloc pays for that cross-thread traffic in arena locking and
 // consolidation (about 8% of the CPU of a request), mimalloc's per-thread free lists do not.
-// Without transparent huge pages, its peak RSS matches glibc's. The allocator is the binary's
-// choice: the library leaves it to the application that embeds it.
+// Without transparent huge pages its peak RSS stays within about 1 MiB of glibc's. The
+// allocator is the binary's choice: the library leaves it to the application embedding it.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -88,11 +88,7 @@ fn serve(
         config.server.listen = listen;
     }
     // Before any thread starts, so that all of them inherit the policy.
-    if config.server.sched_batch {
-        if let Err(err) = pyhost::sched::use_batch_policy() {
-            tracing::warn!("could not switch to the SCHED_BATCH scheduling policy: {err}");
-        }
-    }
+    pyhost::sched::apply(&config.server);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("pyhost-io")

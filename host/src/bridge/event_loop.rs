@@ -62,11 +62,7 @@ pub fn spawn(
         .spawn(move || {
             // An application embedding the library may not have set the policy for its
             // process; the loop thread and the threads it starts get it here.
-            if thread_config.server.sched_batch {
-                if let Err(err) = crate::sched::use_batch_policy() {
-                    tracing::warn!("could not switch to the SCHED_BATCH scheduling policy: {err}");
-                }
-            }
+            crate::sched::apply(&thread_config.server);
             stats::attach(|py| {
                 let loaded = match load_and_compile(py, &thread_config) {
                     Ok((ready, loaded)) => {
@@ -174,7 +170,6 @@ fn run_loop(
             .iter()
             .map(|spec| pyo3::types::PyString::intern(py, &spec.name).unbind())
             .collect(),
-        factory_set: std::sync::atomic::AtomicBool::new(false),
         event_loop: event_loop.clone().unbind(),
         debug: config.server.debug,
         tasks: TaskMap::default(),
@@ -211,23 +206,23 @@ struct Dispatcher {
     task_kwnames: Py<pyo3::types::PyTuple>,
     /// Each route's task name: its handler's name.
     task_names: Vec<Py<pyo3::types::PyString>>,
-    /// Whether the loop had a task factory when the current batch began.
-    factory_set: std::sync::atomic::AtomicBool,
     event_loop: Py<PyAny>,
     debug: bool,
     tasks: TaskMap,
 }
 
 impl Dispatcher {
-    /// Wraps `coroutine` in an asyncio task named after the route's handler. GIL: held.
+    /// Wraps `coroutine` in an asyncio task named after the route's handler, through the
+    /// loop's `create_task` when a task factory is set. GIL: held.
     fn start_task<'py>(
         &self,
         py: Python<'py>,
         coroutine: &Bound<'py, PyAny>,
         route: usize,
+        use_factory: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let name = self.task_names[route].bind(py);
-        if self.factory_set.load(std::sync::atomic::Ordering::Relaxed) {
+        if use_factory {
             let kwargs = pyo3::types::PyDict::new(py);
             kwargs.set_item("name", name)?;
             return self.create_task.bind(py).call((coroutine,), Some(&kwargs));
@@ -249,7 +244,7 @@ impl Dispatcher {
     }
 
     /// Starts one handler call as a task. GIL: held (`py`).
-    fn dispatch(&self, py: Python<'_>, job: Job) {
+    fn dispatch(&self, py: Python<'_>, job: Job, use_factory: bool) {
         let began = std::time::Instant::now();
         STATS
             .handoff
@@ -302,20 +297,33 @@ impl Dispatcher {
                     deadline,
                     held.clone(),
                 );
-                self.start_task(py, Py::new(py, watched)?.bind(py).as_any(), job.route)
-                    .map(Some)
+                self.start_task(
+                    py,
+                    Py::new(py, watched)?.bind(py).as_any(),
+                    job.route,
+                    use_factory,
+                )
+                .map(Some)
             } else {
                 self.invoke_sync
                     .bind(py)
                     .call1((handler, request, completer.clone_ref(py)))
-                    .and_then(|coroutine| self.start_task(py, &coroutine, job.route))
+                    .and_then(|coroutine| self.start_task(py, &coroutine, job.route, use_factory))
                     .map(Some)
             }
         });
         if let Ok(Some(task)) = &started {
-            // The loop has no eager task factory, so the task cannot have finished (and its
-            // completer cannot have removed the entry) before this insert.
-            self.tasks.insert(job_key, task.clone().unbind());
+            // A task built directly first runs on the next loop iteration, so it cannot have
+            // finished (and its completer removed the entry) before this insert; one from a
+            // task factory may have run eagerly to its end already.
+            let finished = use_factory
+                && task
+                    .call_method0("done")
+                    .and_then(|done| done.is_truthy())
+                    .unwrap_or(false);
+            if !finished {
+                self.tasks.insert(job_key, task.clone().unbind());
+            }
         }
         if let Err(err) = started {
             tracing::error!(
@@ -340,12 +348,15 @@ impl Dispatcher {
             self.event_loop.bind(py).call_method0("stop")?;
             return Ok(());
         }
-        let factory = self.event_loop.bind(py).call_method0("get_task_factory")?;
-        self.factory_set
-            .store(!factory.is_none(), std::sync::atomic::Ordering::Relaxed);
+        // Checked once per batch: a factory a handler sets applies from the next batch on.
+        let use_factory = !self
+            .event_loop
+            .bind(py)
+            .call_method0("get_task_factory")?
+            .is_none();
         for message in self.queue.drain() {
             match message {
-                Message::Run(job) => self.dispatch(py, *job),
+                Message::Run(job) => self.dispatch(py, *job, use_factory),
                 Message::Cancel(key) => {
                     if let Some(task) = self.tasks.remove(key) {
                         task.bind(py).call_method0("cancel")?;
