@@ -2,6 +2,9 @@
 
 import socket
 import struct
+import time
+
+import pytest
 
 from tests.harness import Server
 
@@ -22,3 +25,19 @@ def test_h2c_prior_knowledge_gets_a_settings_frame(example_server: Server) -> No
     assert frame_type == 0x4, f"expected a SETTINGS frame, got type {frame_type}"
     assert stream == 0
     assert length % 6 == 0
+
+
+@pytest.mark.parametrize("split", [1, 5, 14, 16, 23], ids=lambda split: f"split-at-{split}")
+def test_preface_arriving_in_two_pieces_is_still_http2(example_server: Server, split: int) -> None:
+    # The host tells the protocols apart from the first bytes a client sends; a preface cut
+    # short (too short to tell, or long enough) must still reach the HTTP/2 server.
+    with socket.create_connection((example_server.host, example_server.port), timeout=5) as sock:
+        sock.sendall(PREFACE[:split])
+        time.sleep(0.1)
+        sock.sendall(PREFACE[split:] + EMPTY_SETTINGS)
+        header = b""
+        while len(header) < 9:
+            chunk = sock.recv(9 - len(header))
+            assert chunk, "connection closed before the server's first frame"
+            header += chunk
+    assert header[3] == 0x4, f"expected a SETTINGS frame, got type {header[3]}"

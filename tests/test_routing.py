@@ -168,6 +168,13 @@ ROUTING_APP = {
             return "root"
 
 
+        @router.get("/modules/{name:str}")
+        async def module_loaded(request):
+            import sys
+
+            return {"loaded": request.path_params["name"] in sys.modules}
+
+
         router.include(sub.router, prefix="/v1")
     """,
     "app/sub.py": """
@@ -207,6 +214,13 @@ def test_root_path(routing_app: httpx.Client) -> None:
     response = routing_app.get("/")
     assert response.status_code == 200
     assert response.text == "root"
+
+
+def test_an_app_without_uuid_parameters_does_not_load_uuid(routing_app: httpx.Client) -> None:
+    # `uuid` imports `platform`; neither is loaded for an app that never uses them.
+    assert routing_app.get("/modules/pyhost").json() == {"loaded": True}
+    assert routing_app.get("/modules/uuid").json() == {"loaded": False}
+    assert routing_app.get("/modules/platform").json() == {"loaded": False}
 
 
 def test_included_router_prefix(routing_app: httpx.Client) -> None:

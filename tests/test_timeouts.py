@@ -416,6 +416,22 @@ def test_incomplete_request_head_is_dropped_after_header_timeout(app: Server) ->
     assert_healthy(app)
 
 
+def test_connection_that_sends_nothing_is_closed_after_header_timeout(app: Server) -> None:
+    with socket.create_connection((app.host, app.port), timeout=10) as sock:
+        received, elapsed = read_until_closed(sock, limit=10.0)
+    # header_timeout = 1 s also bounds the wait for a new connection's first byte.
+    assert received == b""
+    assert 0.8 <= elapsed < 6.0, f"closed after {elapsed:.2f}s"
+    assert_healthy(app)
+
+
+def test_request_whose_first_bytes_look_like_the_http2_preface_is_served(app: Server) -> None:
+    # "P", then "POST ...": the first byte alone could start either protocol.
+    pieces = [b"P", b"OST /echo-never-routed HTTP/1.1\r\n", b"Host: x\r\nConnection: close\r\n\r\n"]
+    response = parse_response(raw_exchange(app.url, pieces, pause=0.1))
+    assert response.status in (404, 405), response
+
+
 def test_a_slowloris_trickling_header_lines_is_cut_off(app: Server) -> None:
     with socket.create_connection((app.host, app.port), timeout=10) as sock:
         sock.sendall(f"GET /health HTTP/1.1\r\nHost: {app.host}\r\n".encode())

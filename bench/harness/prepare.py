@@ -78,6 +78,17 @@ def ensure_venv(venv: Path, pyruntime: Path) -> None:
         raise SetupError(f"{venv}: the peers or the pyhost SDK still do not import")
 
 
+def compile_bytecode(python: Path, *sources: Path) -> None:
+    """Byte-compile ``sources`` (the SDK and the benchmark apps) with the venv's interpreter.
+
+    pip compiles the peers' modules when it installs them; the editable SDK and the apps would
+    otherwise be compiled at every server start (or cached only where the environment allows
+    writing bytecode), which costs start-up time and leaves the compiler's garbage in the
+    server's heap.
+    """
+    _run([str(python), "-m", "compileall", "-q", *(str(source) for source in sources)])
+
+
 def ensure_wrk() -> None:
     """Install wrk with apt-get when it is missing (running ``apt-get update`` if needed)."""
     if shutil.which("wrk"):

@@ -28,6 +28,7 @@ pub struct HttpService {
     body_timeout: Duration,
     request_timeout: Option<Duration>,
     max_url_length: usize,
+    max_head_size: usize,
     cancel_on_disconnect: bool,
     in_flight: Arc<tokio::sync::Semaphore>,
     default_host: String,
@@ -66,6 +67,7 @@ impl HttpService {
             body_timeout: server.body_timeout,
             request_timeout: server.request_timeout,
             max_url_length: server.max_url_length,
+            max_head_size: server.max_head_size,
             cancel_on_disconnect: server.cancel_on_disconnect,
             in_flight: Arc::new(tokio::sync::Semaphore::new(server.max_in_flight)),
             default_host: server.listen.to_string(),
@@ -102,6 +104,19 @@ impl HttpService {
     {
         let (parts, body) = request.into_parts();
         let target_length = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
+        // hyper's own bound on the head is its read buffer's size, which varies with how the
+        // bytes arrived; this makes `max_head_size` exact.
+        if head_size(&parts, target_length) > self.max_head_size {
+            let mut answer = Answer::new(Reply::detail(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!(
+                    "request head too large: the limit is {} bytes",
+                    self.max_head_size
+                ),
+            ));
+            answer.close = true;
+            return answer;
+        }
         if target_length > self.max_url_length {
             let mut answer = Answer::new(Reply::detail(
                 StatusCode::URI_TOO_LONG,
@@ -357,6 +372,19 @@ impl HttpService {
         validation::validate_body(validator, &value).map_err(BodyProblem::Fields)?;
         Ok(Some(value))
     }
+}
+
+/// The size of the request head as HTTP/1.1 spells it: the request line, each header line
+/// (`name: value` and CRLF) and the empty line.
+fn head_size(parts: &http::request::Parts, target_length: usize) -> usize {
+    const REQUEST_LINE_EXTRA: usize = " ".len() + " HTTP/1.1\r\n".len();
+    const HEADER_LINE_EXTRA: usize = ": \r\n".len();
+    let headers: usize = parts
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + HEADER_LINE_EXTRA)
+        .sum();
+    parts.method.as_str().len() + target_length + REQUEST_LINE_EXTRA + headers + "\r\n".len()
 }
 
 fn bad_target(err: TargetError) -> Answer {

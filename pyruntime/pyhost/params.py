@@ -10,10 +10,13 @@ from __future__ import annotations
 import enum
 import math
 import re
-import uuid
+import sys
 from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
+
+if TYPE_CHECKING:
+    import uuid
 
 
 class _Required(enum.Enum):
@@ -26,7 +29,7 @@ class _Required(enum.Enum):
 REQUIRED: Final = _Required.REQUIRED
 """Default of :class:`Query` meaning "no default: the parameter must be given"."""
 
-QueryType = type[str] | type[int] | type[float] | type[bool] | type[uuid.UUID]
+QueryType: TypeAlias = "type[str] | type[int] | type[float] | type[bool] | type[uuid.UUID]"
 """The types a query parameter can have."""
 
 _TYPE_NAMES: Final[dict[type, str]] = {
@@ -34,8 +37,21 @@ _TYPE_NAMES: Final[dict[type, str]] = {
     int: "int",
     float: "float",
     bool: "bool",
-    uuid.UUID: "uuid",
 }
+
+
+def _uuid_class() -> type | None:
+    # `uuid` (and the `platform` module it pulls in) is only loaded by apps that use it: a
+    # declaration naming `uuid.UUID`, or a value that is one, means it is already imported.
+    module = sys.modules.get("uuid")
+    return None if module is None else module.UUID
+
+
+def _type_name(tp: Any) -> str | None:
+    for known, name in _TYPE_NAMES.items():
+        if tp is known:
+            return name
+    return "uuid" if tp is not None and tp is _uuid_class() else None
 
 
 @dataclass(frozen=True)
@@ -76,7 +92,7 @@ class Query:
     description: str | None = None
 
     def __post_init__(self) -> None:
-        if not any(self.type is known for known in _TYPE_NAMES):
+        if _type_name(self.type) is None:
             raise TypeError(
                 f"Query type must be str, int, float, bool or uuid.UUID, got {self.type!r}"
             )
@@ -128,10 +144,13 @@ class Query:
 
     @property
     def _type_name(self) -> str:
-        return _TYPE_NAMES[self.type]
+        name = _type_name(self.type)
+        assert name is not None  # checked in __post_init__
+        return name
 
     def _json_value(self, value: Any) -> Any:
-        return str(value) if isinstance(value, uuid.UUID) else value
+        uuid_class = _uuid_class()
+        return str(value) if uuid_class is not None and isinstance(value, uuid_class) else value
 
     def _check_bounds(self) -> None:
         bounds = {"ge": self.ge, "le": self.le, "gt": self.gt, "lt": self.lt}

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import sys
 import types
 import typing
-import uuid
 from typing import Any, Literal, Union
 
 _PLAIN_TYPES: dict[Any, dict[str, Any]] = {
@@ -20,7 +20,6 @@ _PLAIN_TYPES: dict[Any, dict[str, Any]] = {
     int: {"type": "integer"},
     float: {"type": "number"},
     str: {"type": "string"},
-    uuid.UUID: {"type": "string", "format": "uuid"},
     list: {"type": "array"},
     tuple: {"type": "array"},
     dict: {"type": "object"},
@@ -61,6 +60,10 @@ def _schema(tp: Any, *, where: str, seen: tuple[type, ...]) -> dict[str, Any]:
             return {"enum": [_json_literal(member, where=where) for member in tp]}
         if tp in _PLAIN_TYPES:
             return dict(_PLAIN_TYPES[tp])
+        # `uuid` is not imported for this check: a type that is `uuid.UUID` means it already is.
+        uuid_module = sys.modules.get("uuid")
+        if uuid_module is not None and tp is uuid_module.UUID:
+            return {"type": "string", "format": "uuid"}
         if dataclasses.is_dataclass(tp) or typing.is_typeddict(tp):
             if tp in seen:
                 raise TypeError(f"json_schema: recursive type {_name(tp)} is not supported{where}")

@@ -64,7 +64,7 @@ fn typed_to_python<'py>(py: Python<'py>, value: &Typed) -> PyResult<Bound<'py, P
         Typed::Int(i) => i.into_pyobject(py)?.into_any(),
         Typed::Float(f) => f.into_pyobject(py)?.into_any(),
         Typed::Bool(b) => b.into_pyobject(py)?.to_owned().into_any(),
-        Typed::Uuid(u) => sdk(py)?.uuid.bind(py).call1((u.to_string(),))?,
+        Typed::Uuid(u) => sdk(py)?.uuid(py)?.call1((u.to_string(),))?,
         Typed::None => py.None().into_bound(py),
         Typed::List(items) => {
             let list = PyList::empty(py);

@@ -14,8 +14,18 @@ pub struct Sdk {
     pub response: Py<PyAny>,
     /// `pyhost.HTTPError`.
     pub http_error: Py<PyAny>,
+    /// `uuid.UUID`, imported on first use: only apps with `uuid` parameters pay for the module
+    /// (and `platform`, which it imports).
+    uuid: PyOnceLock<Py<PyAny>>,
+}
+
+impl Sdk {
     /// `uuid.UUID`.
-    pub uuid: Py<PyAny>,
+    pub fn uuid<'py>(&self, py: Python<'py>) -> PyResult<&Bound<'py, PyAny>> {
+        self.uuid
+            .get_or_try_init(py, || Ok(py.import("uuid")?.getattr("UUID")?.unbind()))
+            .map(|class| class.bind(py))
+    }
 }
 
 static SDK: PyOnceLock<Sdk> = PyOnceLock::new();
@@ -29,7 +39,7 @@ pub fn sdk(py: Python<'_>) -> PyResult<&Sdk> {
             query_params: pyhost.getattr("QueryParams")?.unbind(),
             response: pyhost.getattr("Response")?.unbind(),
             http_error: pyhost.getattr("HTTPError")?.unbind(),
-            uuid: py.import("uuid")?.getattr("UUID")?.unbind(),
+            uuid: PyOnceLock::new(),
         })
     })
 }
