@@ -51,6 +51,16 @@ impl Answer {
             close: false,
         }
     }
+
+    /// An answer after which the connection is closed: what is left of the request in the
+    /// connection cannot be trusted or is not worth reading.
+    fn closing(reply: Reply) -> Self {
+        Self {
+            reply,
+            head: false,
+            close: true,
+        }
+    }
 }
 
 impl HttpService {
@@ -107,23 +117,19 @@ impl HttpService {
         // hyper's own bound on the head is its read buffer's size, which varies with how the
         // bytes arrived; this makes `max_head_size` exact.
         if head_size(&parts, target_length) > self.max_head_size {
-            let mut answer = Answer::new(Reply::detail(
+            return Answer::closing(Reply::detail(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 format!(
                     "request head too large: the limit is {} bytes",
                     self.max_head_size
                 ),
             ));
-            answer.close = true;
-            return answer;
         }
         if target_length > self.max_url_length {
-            let mut answer = Answer::new(Reply::detail(
+            return Answer::closing(Reply::detail(
                 StatusCode::URI_TOO_LONG,
                 format!("URL too long: the limit is {} bytes", self.max_url_length),
             ));
-            answer.close = true;
-            return answer;
         }
         // The target is checked before routing, so a bad one is 400 whether or not a route
         // would have matched it.
@@ -164,9 +170,7 @@ impl HttpService {
             reply
                 .headers
                 .push((http::header::RETRY_AFTER, HeaderValue::from_static("1")));
-            let mut answer = Answer::new(reply);
-            answer.close = true;
-            return answer;
+            return Answer::closing(reply);
         };
 
         let declared_length = parts
@@ -185,15 +189,13 @@ impl HttpService {
             tokio::time::timeout(self.body_timeout, Limited::new(body, limit).collect()).await
         };
         let Ok(collected) = collected else {
-            let mut answer = Answer::new(Reply::detail(
+            return Answer::closing(Reply::detail(
                 StatusCode::REQUEST_TIMEOUT,
                 format!(
                     "Request body not received within {:.1}s",
                     self.body_timeout.as_secs_f64()
                 ),
             ));
-            answer.close = true;
-            return answer;
         };
         let body = match collected {
             Ok(collected) => collected.to_bytes(),
@@ -201,12 +203,10 @@ impl HttpService {
                 return self.too_large();
             }
             Err(err) => {
-                let mut answer = Answer::new(Reply::detail(
+                return Answer::closing(Reply::detail(
                     StatusCode::BAD_REQUEST,
                     format!("Could not read the request body: {err}"),
                 ));
-                answer.close = true;
-                return answer;
             }
         };
 
@@ -324,16 +324,14 @@ impl HttpService {
     }
 
     fn too_large(&self) -> Answer {
-        let mut answer = Answer::new(Reply::detail(
+        // The rest of the body is never read, so the connection cannot carry another request.
+        Answer::closing(Reply::detail(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "Request body too large: the limit is {} bytes",
                 self.body_limit
             ),
-        ));
-        // The rest of the body is never read, so the connection cannot carry another request.
-        answer.close = true;
-        answer
+        ))
     }
 
     fn check_body(
