@@ -40,7 +40,8 @@ pub struct Route {
 #[derive(Debug)]
 struct Endpoint {
     template: String,
-    routes: Vec<Route>,
+    /// Shared, so that a request in flight can hold its route without borrowing the table.
+    routes: Vec<Arc<Route>>,
     allow: String,
 }
 
@@ -50,7 +51,7 @@ pub enum Lookup<'a> {
     /// A route answers this method at this path; raw (percent-encoded) parameter values.
     Found {
         /// The matched route.
-        route: &'a Route,
+        route: &'a Arc<Route>,
         /// Raw path parameter values by name.
         params: Vec<(String, String)>,
         /// The request is HEAD served by a GET route.
@@ -284,7 +285,7 @@ impl RouteTable {
                         second: spec.name.clone(),
                     });
                 }
-                endpoint.routes.push(Route {
+                endpoint.routes.push(Arc::new(Route {
                     id,
                     method,
                     template: Arc::from(spec.path.as_str()),
@@ -296,7 +297,7 @@ impl RouteTable {
                     body_schema: spec.body_schema.clone(),
                     timeout,
                     plugin: spec.plugin,
-                });
+                }));
             }
         }
         for endpoint in &mut endpoints {
@@ -334,7 +335,9 @@ impl RouteTable {
 
     /// Every route, in declaration order of their paths.
     pub fn routes(&self) -> impl Iterator<Item = &Route> {
-        self.endpoints.iter().flat_map(|e| e.routes.iter())
+        self.endpoints
+            .iter()
+            .flat_map(|e| e.routes.iter().map(|route| &**route))
     }
 
     /// Number of routes (method and path pairs).

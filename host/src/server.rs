@@ -197,8 +197,8 @@ impl Connection {
         } = self;
         let io = TokioIo::new(stream);
         let service = service_fn(move |request| {
-            let service = service.clone();
-            async move { Ok::<_, Infallible>(service.handle(request, Some(peer)).await) }
+            let answer = service.handle(request, Some(peer));
+            async move { Ok::<_, Infallible>(answer.await) }
         });
         // The HTTP/1 connection stays inline in the task; the rarer ones are boxed so that
         // every connection's task is not sized for the largest.

@@ -3,6 +3,7 @@
 //! Everything here runs on tokio workers and never touches Python; the only hand-off to the
 //! interpreter is [`Bridge::submit`], which returns a channel the worker awaits.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +13,7 @@ use bytes::Bytes;
 use http::header::{ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use crate::bridge::Bridge;
 use crate::config::ServerConfig;
@@ -87,82 +89,125 @@ impl HttpService {
     }
 
     /// Answers one request. Never fails: every problem becomes an HTTP error response.
-    pub async fn handle<B>(
-        &self,
+    ///
+    /// A request without a body is checked, routed, validated and handed to its handler
+    /// right here, before the returned future is first polled: that future only waits for
+    /// the reply, which keeps it small. hyper holds a box the size of this future for every
+    /// connection, idle or not. A request with a body is read in a future of its own, boxed.
+    pub fn handle<B>(
+        self: &Arc<Self>,
         request: Request<B>,
         client: Option<SocketAddr>,
-    ) -> Response<Full<Bytes>>
+    ) -> impl Future<Output = Response<Full<Bytes>>> + use<B>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let request_id: Arc<str> = Arc::from(format!("{}-{id:x}", self.id_prefix));
-        let answer = self.answer(request, client, &request_id).await;
-        into_response(answer, &request_id)
+        let step = self.start(request, client, &request_id);
+        let service = self.clone();
+        async move {
+            let answer = match step {
+                Step::Done(answer) => answer,
+                Step::Wait(pending) => service.wait(pending, &request_id).await,
+                Step::ReadBody(read) => read.await,
+            };
+            into_response(answer, &request_id)
+        }
     }
 
-    async fn answer<B>(
-        &self,
+    /// Everything that needs no waiting: the checks, routing and, without a body, the
+    /// hand-off to the handler.
+    fn start<B>(
+        self: &Arc<Self>,
         request: Request<B>,
         client: Option<SocketAddr>,
         request_id: &Arc<str>,
-    ) -> Answer
+    ) -> Step<impl Future<Output = Answer> + use<B>>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (parts, body) = request.into_parts();
+        let (routed, permit) = match self.route(&parts) {
+            Ok(routed) => routed,
+            Err(answer) => return Step::Done(answer),
+        };
+        // Most requests (a GET) have no body at all: no read, and no body timer to arm.
+        if body.is_end_stream() {
+            return match self.submit(parts, routed, Bytes::new(), client, request_id, permit) {
+                Ok(pending) => Step::Wait(pending),
+                Err(answer) => Step::Done(answer),
+            };
+        }
+        let service = self.clone();
+        let request_id = request_id.clone();
+        Step::ReadBody(Box::pin(async move {
+            let body = match service.read_body(body, &parts.headers).await {
+                Ok(body) => body,
+                Err(answer) => return answer,
+            };
+            match service.submit(parts, routed, body, client, &request_id, permit) {
+                Ok(pending) => service.wait(pending, &request_id).await,
+                Err(answer) => answer,
+            }
+        }))
+    }
+
+    /// Checks the head and routes it: everything decided before the body is read.
+    fn route(
+        &self,
+        parts: &http::request::Parts,
+    ) -> Result<(Routed, OwnedSemaphorePermit), Answer> {
         let target_length = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
         // hyper's own bound on the head is its read buffer's size, which varies with how the
         // bytes arrived; this makes `max_head_size` exact.
-        if head_size(&parts, target_length) > self.max_head_size {
-            return Answer::closing(Reply::detail(
+        if head_size(parts, target_length) > self.max_head_size {
+            return Err(Answer::closing(Reply::detail(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 format!(
                     "request head too large: the limit is {} bytes",
                     self.max_head_size
                 ),
-            ));
+            )));
         }
         if target_length > self.max_url_length {
-            return Answer::closing(Reply::detail(
+            return Err(Answer::closing(Reply::detail(
                 StatusCode::URI_TOO_LONG,
                 format!("URL too long: the limit is {} bytes", self.max_url_length),
-            ));
+            )));
         }
         // The target is checked before routing, so a bad one is 400 whether or not a route
         // would have matched it.
-        let path = match target::decode_path(parts.uri.path()) {
-            Ok(path) => path,
-            Err(err) => return bad_target(err),
-        };
+        let path = target::decode_path(parts.uri.path()).map_err(bad_target)?;
         let query_string = parts.uri.query().unwrap_or_default().to_owned();
-        let query_pairs = match target::decode_query(&query_string) {
-            Ok(pairs) => pairs,
-            Err(err) => return bad_target(err),
-        };
-        let table = self.bridge.routes().clone();
-        let (route, raw_params, head) = match table.lookup(&parts.method, parts.uri.path()) {
-            Lookup::NotFound => {
-                return Answer::new(Reply::detail(StatusCode::NOT_FOUND, "Not Found"));
-            }
-            Lookup::MethodNotAllowed(allow) => {
-                let mut reply = Reply::detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
-                if let Ok(value) = HeaderValue::from_str(allow) {
-                    reply.headers.push((ALLOW, value));
+        let query_pairs = target::decode_query(&query_string).map_err(bad_target)?;
+        let (route, raw_params, head) =
+            match self.bridge.routes().lookup(&parts.method, parts.uri.path()) {
+                Lookup::NotFound => {
+                    return Err(Answer::new(Reply::detail(
+                        StatusCode::NOT_FOUND,
+                        "Not Found",
+                    )));
                 }
-                return Answer::new(reply);
-            }
-            Lookup::Found {
-                route,
-                params,
-                head,
-            } => (route, params, head),
-        };
+                Lookup::MethodNotAllowed(allow) => {
+                    let mut reply =
+                        Reply::detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+                    if let Ok(value) = HeaderValue::from_str(allow) {
+                        reply.headers.push((ALLOW, value));
+                    }
+                    return Err(Answer::new(reply));
+                }
+                Lookup::Found {
+                    route,
+                    params,
+                    head,
+                } => (route, params, head),
+            };
         // Beyond the in-flight limit a quick 503 beats an unbounded queue: memory stays
         // bounded and clients learn to back off.
-        let Ok(_permit) = self.in_flight.clone().try_acquire_owned() else {
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             let mut reply = Reply::detail(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Server busy, retry shortly",
@@ -170,52 +215,75 @@ impl HttpService {
             reply
                 .headers
                 .push((http::header::RETRY_AFTER, HeaderValue::from_static("1")));
-            return Answer::closing(reply);
+            return Err(Answer::closing(reply));
         };
+        let routed = Routed {
+            route: route.clone(),
+            raw_params,
+            head,
+            path,
+            query_string,
+            query_pairs,
+        };
+        Ok((routed, permit))
+    }
 
-        let declared_length = parts
-            .headers
+    /// Reads the whole body under the size limit and the body timeout.
+    async fn read_body<B>(&self, body: B, headers: &http::HeaderMap) -> Result<Bytes, Answer>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let declared_length = headers
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared_length.is_some_and(|length| length > self.body_limit) {
-            return self.too_large();
+            return Err(self.too_large());
         }
-        // Most requests (a GET) have no body at all: no read, and no body timer to arm.
-        let collected = if body.is_end_stream() {
-            Ok(Ok(http_body_util::Collected::default()))
-        } else {
-            let limit = usize::try_from(self.body_limit).unwrap_or(usize::MAX);
-            tokio::time::timeout(self.body_timeout, Limited::new(body, limit).collect()).await
-        };
+        let limit = usize::try_from(self.body_limit).unwrap_or(usize::MAX);
+        let collected =
+            tokio::time::timeout(self.body_timeout, Limited::new(body, limit).collect()).await;
         let Ok(collected) = collected else {
-            return Answer::closing(Reply::detail(
+            return Err(Answer::closing(Reply::detail(
                 StatusCode::REQUEST_TIMEOUT,
                 format!(
                     "Request body not received within {:.1}s",
                     self.body_timeout.as_secs_f64()
                 ),
-            ));
+            )));
         };
-        let body = match collected {
-            Ok(collected) => collected.to_bytes(),
-            Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
-                return self.too_large();
-            }
-            Err(err) => {
-                return Answer::closing(Reply::detail(
-                    StatusCode::BAD_REQUEST,
-                    format!("Could not read the request body: {err}"),
-                ));
-            }
-        };
+        match collected {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(self.too_large()),
+            Err(err) => Err(Answer::closing(Reply::detail(
+                StatusCode::BAD_REQUEST,
+                format!("Could not read the request body: {err}"),
+            ))),
+        }
+    }
 
+    /// Converts and validates the path and query parameters and the body against the route's
+    /// declarations: the handler's request data, or a 400 / 415 / 422 answer.
+    fn request_data(
+        &self,
+        parts: http::request::Parts,
+        routed: Routed,
+        body: Bytes,
+        client: Option<SocketAddr>,
+        request_id: &Arc<str>,
+    ) -> Result<RequestData, Answer> {
+        let Routed {
+            route,
+            raw_params,
+            path,
+            query_string,
+            query_pairs,
+            ..
+        } = routed;
         let mut params = Vec::with_capacity(raw_params.len());
         for (name, raw) in raw_params {
-            match target::decode_path(&raw) {
-                Ok(text) => params.push((name, text)),
-                Err(err) => return bad_target(err),
-            }
+            params.push((name, target::decode_path(&raw).map_err(bad_target)?));
         }
 
         let mut errors: Vec<FieldError> = Vec::new();
@@ -229,19 +297,19 @@ impl HttpService {
                 errors.append(&mut e);
                 Vec::new()
             });
-        let json = match self.check_body(route, &parts.headers, &body) {
+        let json = match self.check_body(&route, &parts.headers, &body) {
             Ok(json) => json,
-            Err(BodyProblem::Reply(reply)) => return Answer::new(reply),
+            Err(BodyProblem::Reply(reply)) => return Err(Answer::new(reply)),
             Err(BodyProblem::Fields(mut fields)) => {
                 errors.append(&mut fields);
                 None
             }
         };
         if !errors.is_empty() {
-            return Answer::new(Reply::json(
+            return Err(Answer::new(Reply::json(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 &serde_json::json!({ "detail": errors }),
-            ));
+            )));
         }
 
         let host = parts
@@ -255,7 +323,7 @@ impl HttpService {
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
-        let data = RequestData {
+        Ok(RequestData {
             path,
             url: format!("http://{host}{path_and_query}"),
             method: parts.method,
@@ -270,33 +338,57 @@ impl HttpService {
             request_id: request_id.clone(),
             route: route.template.clone(),
             plugin: u32::try_from(route.plugin).unwrap_or(u32::MAX),
-        };
+        })
+    }
+
+    /// Builds the request data and hands it to the handler; what waiting for the reply needs.
+    fn submit(
+        &self,
+        parts: http::request::Parts,
+        routed: Routed,
+        body: Bytes,
+        client: Option<SocketAddr>,
+        request_id: &Arc<str>,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Pending, Answer> {
+        let head = routed.head;
+        let route = routed.route.clone();
+        let data = self.request_data(parts, routed, body, client, request_id)?;
         let timeout = route.timeout.or(self.request_timeout);
         let deadline = timeout.map(|t| Instant::now() + t);
         let (key, receiver) =
             self.bridge
                 .submit(route.id, route.handler_name.clone(), data, deadline);
-        // Dropped before the reply arrives means the client went away (hyper drops the
-        // request future): cancel the handler then, unless configured not to.
-        let mut pending = PendingGuard {
-            bridge: &self.bridge,
+        Ok(Pending {
+            bridge: self.bridge.clone(),
             key,
-            armed: self.cancel_on_disconnect,
-        };
-        let outcome = match timeout {
-            Some(timeout) => tokio::time::timeout(timeout, receiver).await.ok(),
-            None => Some(receiver.await),
+            receiver,
+            timeout,
+            handler: route.handler_name.clone(),
+            head,
+            cancel: self.cancel_on_disconnect,
+            _permit: permit,
+        })
+    }
+
+    /// Waits for the handler's reply, within the route's timeout.
+    async fn wait(&self, mut pending: Pending, request_id: &Arc<str>) -> Answer {
+        let outcome = match pending.timeout {
+            Some(timeout) => tokio::time::timeout(timeout, &mut pending.receiver)
+                .await
+                .ok(),
+            None => Some((&mut pending.receiver).await),
         };
         let reply = match outcome {
             Some(Ok(reply)) => {
-                pending.armed = false;
+                pending.cancel = false;
                 reply
             }
             Some(Err(_)) => {
-                pending.armed = false;
+                pending.cancel = false;
                 tracing::error!(
                     "request {request_id}: the task of handler {} ended without an answer",
-                    route.handler_name,
+                    pending.handler,
                 );
                 Reply::json(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -304,11 +396,11 @@ impl HttpService {
                 )
             }
             None => {
-                pending.armed = true;
-                let seconds = timeout.map_or(0.0, |t| t.as_secs_f64());
+                pending.cancel = true;
+                let seconds = pending.timeout.map_or(0.0, |t| t.as_secs_f64());
                 tracing::warn!(
                     "request {request_id}: handler {} did not answer within {seconds}s; cancelling it",
-                    route.handler_name,
+                    pending.handler,
                 );
                 Reply::detail(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -318,7 +410,7 @@ impl HttpService {
         };
         Answer {
             reply,
-            head,
+            head: pending.head,
             close: false,
         }
     }
@@ -392,19 +484,49 @@ fn bad_target(err: TargetError) -> Answer {
     ))
 }
 
-/// Cancels a submitted request's handler when dropped while armed.
-struct PendingGuard<'a> {
-    bridge: &'a Bridge,
+/// A request handed to its handler: what waiting for the reply needs. Dropped before the
+/// reply is in, it cancels the handler (the client went away: hyper drops the request's
+/// future), unless the server is configured not to.
+struct Pending {
+    bridge: Arc<Bridge>,
     key: u64,
-    armed: bool,
+    receiver: oneshot::Receiver<Reply>,
+    timeout: Option<Duration>,
+    handler: Arc<str>,
+    head: bool,
+    cancel: bool,
+    /// The in-flight slot, held until the reply is in.
+    _permit: OwnedSemaphorePermit,
 }
 
-impl Drop for PendingGuard<'_> {
+impl Drop for Pending {
     fn drop(&mut self) {
-        if self.armed {
+        if self.cancel {
             self.bridge.cancel(self.key);
         }
     }
+}
+
+/// How far a request got before the returned future was first polled.
+enum Step<F> {
+    /// Answered already: an error, or a route that refused it.
+    Done(Answer),
+    /// Handed to its handler, whose reply is awaited.
+    Wait(Pending),
+    /// Routed, with a body still to read.
+    ReadBody(std::pin::Pin<Box<F>>),
+}
+
+/// A routed request whose body is still to be read.
+struct Routed {
+    route: Arc<Route>,
+    /// Path parameter values as they came, percent-encoded.
+    raw_params: Vec<(String, String)>,
+    /// A HEAD request served by a GET route.
+    head: bool,
+    path: String,
+    query_string: String,
+    query_pairs: Vec<(String, String)>,
 }
 
 enum BodyProblem {
