@@ -130,25 +130,25 @@ impl HttpService {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (parts, body) = request.into_parts();
-        let (routed, permit) = match self.route(&parts) {
+        let (routed, permit) = match self.route(&parts, client, request_id) {
             Ok(routed) => routed,
             Err(answer) => return Step::Done(answer),
         };
         // Most requests (a GET) have no body at all: no read, and no body timer to arm.
         if body.is_end_stream() {
-            return match self.submit(parts, routed, Bytes::new(), client, request_id, permit) {
+            return match self.submit(parts, routed, Bytes::new(), permit) {
                 Ok(pending) => Step::Wait(pending),
                 Err(answer) => Step::Done(answer),
             };
         }
         let service = self.clone();
-        let request_id = request_id.clone();
         Step::ReadBody(Box::pin(async move {
             let body = match service.read_body(body, &parts.headers).await {
                 Ok(body) => body,
                 Err(answer) => return answer,
             };
-            match service.submit(parts, routed, body, client, &request_id, permit) {
+            let request_id = routed.request_id.clone();
+            match service.submit(parts, routed, body, permit) {
                 Ok(pending) => service.wait(pending, &request_id).await,
                 Err(answer) => answer,
             }
@@ -159,6 +159,8 @@ impl HttpService {
     fn route(
         &self,
         parts: &http::request::Parts,
+        client: Option<SocketAddr>,
+        request_id: &Arc<str>,
     ) -> Result<(Routed, OwnedSemaphorePermit), Answer> {
         let target_length = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
         // hyper's own bound on the head is its read buffer's size, which varies with how the
@@ -224,6 +226,8 @@ impl HttpService {
             path,
             query_string,
             query_pairs,
+            client,
+            request_id: request_id.clone(),
         };
         Ok((routed, permit))
     }
@@ -270,8 +274,6 @@ impl HttpService {
         parts: http::request::Parts,
         routed: Routed,
         body: Bytes,
-        client: Option<SocketAddr>,
-        request_id: &Arc<str>,
     ) -> Result<RequestData, Answer> {
         let Routed {
             route,
@@ -279,6 +281,8 @@ impl HttpService {
             path,
             query_string,
             query_pairs,
+            client,
+            request_id,
             ..
         } = routed;
         let mut params = Vec::with_capacity(raw_params.len());
@@ -335,7 +339,7 @@ impl HttpService {
             body,
             json,
             client,
-            request_id: request_id.clone(),
+            request_id,
             route: route.template.clone(),
             plugin: u32::try_from(route.plugin).unwrap_or(u32::MAX),
         })
@@ -347,13 +351,11 @@ impl HttpService {
         parts: http::request::Parts,
         routed: Routed,
         body: Bytes,
-        client: Option<SocketAddr>,
-        request_id: &Arc<str>,
         permit: OwnedSemaphorePermit,
     ) -> Result<Pending, Answer> {
         let head = routed.head;
         let route = routed.route.clone();
-        let data = self.request_data(parts, routed, body, client, request_id)?;
+        let data = self.request_data(parts, routed, body)?;
         let timeout = route.timeout.or(self.request_timeout);
         let deadline = timeout.map(|t| Instant::now() + t);
         let (key, receiver) =
@@ -527,6 +529,8 @@ struct Routed {
     path: String,
     query_string: String,
     query_pairs: Vec<(String, String)>,
+    client: Option<SocketAddr>,
+    request_id: Arc<str>,
 }
 
 enum BodyProblem {
