@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -196,10 +197,10 @@ impl Connection {
             stop: _,
         } = self;
         let io = TokioIo::new(stream);
-        let service = service_fn(move |request| {
-            let answer = service.handle(request, Some(peer));
-            async move { Ok::<_, Infallible>(answer.await) }
-        });
+        // `map`, not an `async` block around the await: the block would hold the request's
+        // future twice, once captured and once being awaited.
+        let service =
+            service_fn(move |request| service.handle(request, Some(peer)).map(Ok::<_, Infallible>));
         // The HTTP/1 connection stays inline in the task; the rarer ones are boxed so that
         // every connection's task is not sized for the largest.
         let result = match protocol {
