@@ -357,6 +357,15 @@ def render(
         "`--latency`, percentiles from its histogram",
         f"- pyhost: `{_display_path(ctx.layout.pyhost_bin)}`; peers: {peers}; "
         f"Python {versions.get('python', '?')}",
+        *(
+            []
+            if s.smoke
+            else [
+                "- page cache: the pyhost binary and the virtualenv's extension modules dropped "
+                "from it before the first server started, so that no server's files are mapped "
+                "from pages pip or the linker just wrote (`drop_cached_pages`)"
+            ]
+        ),
         "",
         "Scenarios: " + "; ".join(f"**{sc.name}** {sc.description}" for sc in scenarios) + ".",
         "",
@@ -394,6 +403,9 @@ def prepare_all(
     pyhost_bin = prepare.pyhost_binary(REPO, args.bin, release=not args.smoke)
     if not pyhost_bin.exists():
         raise prepare.SetupError(f"{pyhost_bin}: no such binary")
+    if not args.smoke:
+        dropped = prepare.drop_cached_pages(pyhost_bin, BENCH / ".venv")
+        log(f"dropped {dropped} server binaries and extension modules from the page cache")
     logs = RESULTS / "logs"
     shutil.rmtree(logs, ignore_errors=True)
     scripts = write_wrk_scripts(scenarios, BENCH / "lua" / "report.lua", logs / "wrk")

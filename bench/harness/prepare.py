@@ -89,6 +89,30 @@ def compile_bytecode(python: Path, *sources: Path) -> None:
     _run([str(python), "-m", "compileall", "-q", *(str(source) for source in sources)])
 
 
+def drop_cached_pages(pyhost_bin: Path, venv: Path) -> int:
+    """Drop the servers' freshly written binaries from the page cache; how many files were.
+
+    A mapped file's resident size depends on how its pages entered the page cache, not only on
+    what the process touches (the kernel maps the cached pages around each fault). Granian's
+    extension module measured 12 MiB resident in its worker right after ``pip install`` and
+    3 MiB once its pages had been dropped and read back on demand: the worker's peak RSS at 64
+    connections was 36 MiB, 30 after a plain copy of the file and 29 after the drop, nothing
+    else changed. A freshly copied pyhost binary measured 0.4 MiB more than after the drop.
+    Dropping the pyhost binary and every extension module in the virtualenv once, before any
+    server starts, gives every server the state of a machine rebooted since the install. Only
+    pages no process maps are dropped; the system's shared libraries were read on demand long
+    ago.
+    """
+    files = [pyhost_bin, *sorted(venv.rglob("*.so"))]
+    for path in files:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    return len(files)
+
+
 def ensure_wrk() -> None:
     """Install wrk with apt-get when it is missing (running ``apt-get update`` if needed)."""
     if shutil.which("wrk"):

@@ -31,6 +31,18 @@ fn tune_allocator() {
     }
 }
 
+/// Hands back to the OS the pages glibc's malloc still holds for what start-up freed: the
+/// interpreter's imports and the app's loading allocate through it (Rust's allocations go to
+/// mimalloc), and glibc only gives back memory at the top of a heap on its own. Measured on the
+/// benchmark app: 0.1-0.2 MiB less anonymous memory, at idle and at 64 connections.
+fn release_startup_garbage() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only walks glibc's arenas under their locks; any thread may call it.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "pyhost",
@@ -115,6 +127,7 @@ fn serve(
         .block_on(async { ShutdownSignals::install() })
         .map_err(StartupError::Runtime)?;
     let host = Host::start(config)?;
+    release_startup_garbage();
     let addr = host.config().server.listen;
     let drained = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr)
