@@ -21,6 +21,7 @@ import shutil
 import signal
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,9 @@ RESULTS = BENCH / "results"
 READY_TIMEOUT = 30.0  # seconds a server gets to answer its first GET /hello
 SMOKE_DURATION = 1
 CELL_OVERHEAD = 2  # rough seconds per cell for start-up, checks and shutdown (for the estimate)
+# Above this share of the machine's CPU time taken by the hypervisor during a measurement, the
+# cell is reported as disturbed: its figures say more about the host's other guests.
+STEAL_WARNING = 0.02
 
 
 @dataclass(frozen=True)
@@ -165,8 +169,11 @@ def measure(
     duration: int,
     connections: int,
     warmup: int,
-) -> tuple[Measurement, load.WrkResult]:
-    """Warm up, then one measured wrk run with the server's CPU time and peak RSS around it."""
+) -> tuple[Measurement, load.WrkResult, float]:
+    """Warm up, then one measured wrk run with the server's CPU time and peak RSS around it.
+
+    Also returns the share of the machine's CPU time the hypervisor took during the measured run.
+    """
     script = ctx.scripts[scenario.name]
     prefix = ctx.pinning.load_prefix()
     threads = ctx.settings.threads
@@ -182,6 +189,8 @@ def measure(
         )
     pid = running.server.pid
     cpu_before = servers.tree_cpu_seconds(pid)
+    steal_before = servers.steal_seconds()
+    started = time.perf_counter()
     result = load.run_wrk(
         prefix,
         running.port,
@@ -192,6 +201,8 @@ def measure(
         threads=threads,
     )
     cpu_s = servers.tree_cpu_seconds(pid) - cpu_before
+    machine_s = (time.perf_counter() - started) * (os.cpu_count() or 1)
+    steal = (servers.steal_seconds() - steal_before) / max(machine_s, 1e-9)
     measurement = Measurement(
         rps=result.rps,
         p50_ms=result.p50_us / 1000,
@@ -200,7 +211,7 @@ def measure(
         rss_mib=servers.worker_peak_rss_kib(pid) / 1024,
         errors=result.errors,
     )
-    return measurement, result
+    return measurement, result, steal
 
 
 def measure_startup(ctx: Context, names: list[str], results: Results) -> None:
@@ -228,7 +239,7 @@ def measure_cell(
             results.failures.append(f"{name} ({what}): {problem}")
             return
         try:
-            measurement, _ = measure(
+            measurement, _, steal = measure(
                 ctx,
                 running,
                 scenario,
@@ -241,11 +252,16 @@ def measure_cell(
             return
     after_stop(running, results, scenario.name)
     results.add(scenario.name, name, measurement)
+    if steal > STEAL_WARNING:
+        results.warnings.append(
+            f"{name} ({what}): the hypervisor took {steal:.0%} of the machine's CPU time "
+            "(steal) during the measurement; this cell's figures are disturbed"
+        )
     log(
         f"[round {round_no}] {scenario.name:8} {name:13} {measurement.rps:>10,.0f} req/s  "
         f"p99 {measurement.p99_ms:7.2f} ms  {measurement.cpu_us_per_req:6.1f} µs/req  "
         f"server core {measurement.rps * measurement.cpu_us_per_req / 1e4:3.0f}% busy  "
-        f"{measurement.errors:,.0f} errors"
+        f"{measurement.errors:,.0f} errors  steal {steal:.0%}"
     )
 
 
@@ -277,7 +293,7 @@ def smoke_server(ctx: Context, name: str, scenarios: list[Scenario], results: Re
                 results.failures.append(f"{name}: {problem}")
                 continue
             try:
-                measurement, wrk = measure(
+                measurement, wrk, _ = measure(
                     ctx,
                     running,
                     scenario,
