@@ -53,6 +53,7 @@ class Settings:
     connections: int
     threads: int
     startup_runs: int
+    retries: int
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=_positive, default=64, help="wrk connections")
     parser.add_argument("--threads", type=_positive, default=2, help="wrk threads")
     parser.add_argument("--startup-runs", type=int, default=5, help="start-up samples per server")
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="times a cell is measured again while the hypervisor's steal is above 2%%",
+    )
     parser.add_argument("--servers", type=_csv, help=f"subset of {','.join(servers.SERVERS)}")
     parser.add_argument("--scenarios", type=_csv, help="subset of hello,users,echo,sleep0,sleep50")
     return parser.parse_args(argv)
@@ -225,19 +232,22 @@ def measure_startup(ctx: Context, names: list[str], results: Results) -> None:
         log(f"start-up run {run}/{ctx.settings.startup_runs} done")
 
 
-def measure_cell(
+def measure_once(
     ctx: Context, name: str, scenario: Scenario, round_no: int, results: Results
-) -> None:
-    """One cell: a fresh server, a correctness check, warm-up, measurement, stop."""
+) -> tuple[Measurement, float] | None:
+    """A fresh server, a correctness check, warm-up, measurement, stop; None if it failed.
+
+    Returns the figures and the share of the machine's CPU time the hypervisor took meanwhile.
+    """
     what = f"{scenario.name}, round {round_no}"
     connections = scenario.connections or ctx.settings.connections
     with serving(ctx, name, f"{scenario.name}-r{round_no}") as running:
         if not_ready(running, results, what):
-            return
+            return None
         problem = load.check_scenario(running.port, scenario)
         if problem is not None:
             results.failures.append(f"{name} ({what}): {problem}")
-            return
+            return None
         try:
             measurement, _, steal = measure(
                 ctx,
@@ -249,20 +259,45 @@ def measure_cell(
             )
         except (RuntimeError, OSError) as error:
             results.failures.append(f"{name} ({what}): {error}")
-            return
+            return None
     after_stop(running, results, scenario.name)
+    return measurement, steal
+
+
+def measure_cell(
+    ctx: Context, name: str, scenario: Scenario, round_no: int, results: Results
+) -> None:
+    """One cell, measured again (up to ``retries`` times) while the hypervisor disturbs it.
+
+    The attempt with the least steal is kept: on a virtual machine whose host is busy, a cell
+    can lose a fifth of its throughput to other guests, and the next attempt often does not.
+    """
+    best: tuple[Measurement, float] | None = None
+    for attempt in range(ctx.settings.retries + 1):
+        outcome = measure_once(ctx, name, scenario, round_no, results)
+        if outcome is None:
+            return
+        measurement, steal = outcome
+        log(
+            f"[round {round_no}] {scenario.name:8} {name:13} {measurement.rps:>10,.0f} req/s  "
+            f"p99 {measurement.p99_ms:7.2f} ms  {measurement.cpu_us_per_req:6.1f} µs/req  "
+            f"server core {measurement.rps * measurement.cpu_us_per_req / 1e4:3.0f}% busy  "
+            f"{measurement.errors:,.0f} errors  steal {steal:.0%}"
+            + (f"  (attempt {attempt + 1})" if attempt else "")
+        )
+        if best is None or steal < best[1]:
+            best = outcome
+        if steal <= STEAL_WARNING:
+            break
+    assert best is not None
+    measurement, steal = best
     results.add(scenario.name, name, measurement)
     if steal > STEAL_WARNING:
         results.warnings.append(
-            f"{name} ({what}): the hypervisor took {steal:.0%} of the machine's CPU time "
-            "(steal) during the measurement; this cell's figures are disturbed"
+            f"{name} ({scenario.name}, round {round_no}): the hypervisor took {steal:.0%} of the "
+            "machine's CPU time (steal) during the least disturbed of "
+            f"{ctx.settings.retries + 1} attempts; this cell's figures are disturbed"
         )
-    log(
-        f"[round {round_no}] {scenario.name:8} {name:13} {measurement.rps:>10,.0f} req/s  "
-        f"p99 {measurement.p99_ms:7.2f} ms  {measurement.cpu_us_per_req:6.1f} µs/req  "
-        f"server core {measurement.rps * measurement.cpu_us_per_req / 1e4:3.0f}% busy  "
-        f"{measurement.errors:,.0f} errors  steal {steal:.0%}"
-    )
 
 
 def run_full(ctx: Context, scenarios: list[Scenario], names: list[str], results: Results) -> None:
@@ -361,7 +396,9 @@ def render(
         f"each server started once, {SMOKE_DURATION} s of wrk per scenario, low connection counts"
         if s.smoke
         else f"{s.warmup} s warm-up + {s.duration} s measured; {s.rounds} interleaved round(s); "
-        "each server restarted for every cell, so peak RSS is per cell"
+        "each server restarted for every cell, so peak RSS is per cell; "
+        f"a cell measured again, up to {s.retries} times, while the hypervisor's steal was "
+        f"above {STEAL_WARNING:.0%}, and its least disturbed attempt kept"
     )
     lines = [
         f"# {title}",
@@ -450,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         connections=args.connections,
         threads=args.threads,
         startup_runs=0 if args.smoke else args.startup_runs,
+        retries=0 if args.smoke else max(args.retries, 0),
     )
     layout = servers.Layout(pyhost_bin=pyhost_bin, venv=BENCH / ".venv", apps=BENCH / "apps")
     pinning = Pinning.detect()
