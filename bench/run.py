@@ -282,8 +282,8 @@ def measure_cell(
             f"[round {round_no}] {scenario.name:8} {name:13} {measurement.rps:>10,.0f} req/s  "
             f"p99 {measurement.p99_ms:7.2f} ms  {measurement.cpu_us_per_req:6.1f} µs/req  "
             f"server core {measurement.rps * measurement.cpu_us_per_req / 1e4:3.0f}% busy  "
-            f"{measurement.errors:,.0f} errors  steal {steal:.0%}"
-            + (f"  (attempt {attempt + 1})" if attempt else "")
+            f"peak RSS {measurement.rss_mib:6.2f} MiB  {measurement.errors:,.0f} errors  "
+            f"steal {steal:.0%}" + (f"  (attempt {attempt + 1})" if attempt else "")
         )
         if best is None or steal < best[1]:
             best = outcome
