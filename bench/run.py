@@ -272,11 +272,12 @@ def measure_cell(
     The attempt with the least steal is kept: on a virtual machine whose host is busy, a cell
     can lose a fifth of its throughput to other guests, and the next attempt often does not.
     """
-    best: tuple[Measurement, float] | None = None
+    attempts: list[tuple[Measurement, float]] = []
     for attempt in range(ctx.settings.retries + 1):
         outcome = measure_once(ctx, name, scenario, round_no, results)
         if outcome is None:
             return
+        attempts.append(outcome)
         measurement, steal = outcome
         log(
             f"[round {round_no}] {scenario.name:8} {name:13} {measurement.rps:>10,.0f} req/s  "
@@ -285,12 +286,9 @@ def measure_cell(
             f"peak RSS {measurement.rss_mib:6.2f} MiB  {measurement.errors:,.0f} errors  "
             f"steal {steal:.0%}" + (f"  (attempt {attempt + 1})" if attempt else "")
         )
-        if best is None or steal < best[1]:
-            best = outcome
         if steal <= STEAL_WARNING:
             break
-    assert best is not None
-    measurement, steal = best
+    measurement, steal = min(attempts, key=lambda kept: kept[1])
     results.add(scenario.name, name, measurement)
     if steal > STEAL_WARNING:
         results.warnings.append(
