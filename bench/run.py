@@ -38,7 +38,8 @@ READY_TIMEOUT = 30.0  # seconds a server gets to answer its first GET /hello
 SMOKE_DURATION = 1
 CELL_OVERHEAD = 2  # rough seconds per cell for start-up, checks and shutdown (for the estimate)
 # Above this share of the machine's CPU time taken by the hypervisor during a measurement, the
-# cell is reported as disturbed: its figures say more about the host's other guests.
+# cell is measured again, and reported as disturbed if no attempt stays below it: its figures
+# would say more about the host's other guests than about the server.
 STEAL_WARNING = 0.02
 
 
@@ -107,7 +108,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--retries",
         type=int,
         default=2,
-        help="times a cell is measured again while the hypervisor's steal is above 2%%",
+        help="times a cell is measured again while the hypervisor's steal is above "
+        f"{STEAL_WARNING * 100:.0f}%%",
     )
     parser.add_argument("--servers", type=_csv, help=f"subset of {','.join(servers.SERVERS)}")
     parser.add_argument("--scenarios", type=_csv, help="subset of hello,users,echo,sleep0,sleep50")

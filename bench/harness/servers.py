@@ -191,9 +191,10 @@ def _children_map() -> dict[int, list[int]]:
     return children
 
 
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and all its live descendants."""
-    children = _children_map()
+def process_tree(pid: int, children: dict[int, list[int]] | None = None) -> list[int]:
+    """``pid`` and all its live descendants (``children``: a map already read, if any)."""
+    if children is None:
+        children = _children_map()
     tree, todo = [], [pid]
     while todo:
         current = todo.pop()
@@ -246,7 +247,7 @@ def worker_peak_rss_kib(pid: int) -> int:
     """
     children = _children_map()
     peak = 0
-    for member in process_tree(pid):
+    for member in process_tree(pid, children):
         if children.get(member):
             continue
         try:
