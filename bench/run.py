@@ -452,7 +452,7 @@ def prepare_all(
     prepare.ensure_taskset()
     prepare.ensure_wrk()
     prepare.ensure_venv(BENCH / ".venv", REPO / "pyruntime")
-    prepare.compile_bytecode(BENCH / ".venv" / "bin" / "python", REPO / "pyruntime", BENCH / "apps")
+    prepare.compile_bytecode(BENCH / ".venv" / "bin" / "python", BENCH / "apps")
     pyhost_bin = prepare.pyhost_binary(REPO, args.bin, release=not args.smoke)
     if not pyhost_bin.exists():
         raise prepare.SetupError(f"{pyhost_bin}: no such binary")
