@@ -115,7 +115,10 @@ def ensure_venv(venv: Path, pyruntime: Path) -> None:
             install = ["install", "--quiet", "--no-deps", "--force-reinstall", str(copy)]
             _run([str(python), "-m", "pip", *install])
     if not _peers_ready(python) or not _sdk_current(python, pyruntime):
-        raise SetupError(f"{venv}: the peers or the pyhost SDK still do not import")
+        raise SetupError(
+            f"{venv}: after installing, a peer still does not import, or the pyhost SDK "
+            f"it imports still differs from {pyruntime / 'pyhost'}"
+        )
 
 
 def compile_bytecode(python: Path, *sources: Path) -> None:
