@@ -11,8 +11,10 @@ import tempfile
 from pathlib import Path
 
 PEERS = ("granian", "uvicorn", "uvloop", "httptools", "orjson")
-# Imported by the check that decides whether the peers need (re)installing.
-IMPORTS = ("granian", "uvicorn", "uvloop", "httptools", "orjson", "cffi")
+# Installed, and imported by the check that decides whether to install them: the peers (each
+# imports under its distribution's name) and cffi, the SDK's one dependency, since the SDK
+# itself is installed with --no-deps.
+PACKAGES = (*PEERS, "cffi")
 WANTED_NOFILE = 65536
 
 
@@ -57,8 +59,8 @@ def pyhost_binary(repo: Path, given: str | None, release: bool) -> Path:
 
 
 def _peers_ready(python: Path) -> bool:
-    """Whether the virtualenv imports every peer."""
-    probe = f"import {', '.join(IMPORTS)}"
+    """Whether the virtualenv imports every peer, and cffi."""
+    probe = f"import {', '.join(PACKAGES)}"
     result = subprocess.run([str(python), "-c", probe], capture_output=True, check=False)
     return result.returncode == 0
 
@@ -96,8 +98,8 @@ def ensure_venv(venv: Path, pyruntime: Path) -> None:
 
     The SDK is installed the way its users install it, from a wheel, not editable: an editable
     install adds an import hook whose imports (``pathlib``, ``urllib.parse``, ``ipaddress``,
-    ``importlib.util``) measured 0.9 MiB of the server's resident memory, a cost no deployed
-    app pays. It is built from a copy of ``pyruntime`` so that setuptools' build directory stays
+    ``importlib.util``) measured about 1 MiB of pyhost's peak RSS, a cost no deployed app
+    pays. It is built from a copy of ``pyruntime`` so that setuptools' build directory stays
     out of the checkout, and reinstalled whenever its files differ from the checkout's.
     """
     python = venv / "bin" / "python"
@@ -105,7 +107,7 @@ def ensure_venv(venv: Path, pyruntime: Path) -> None:
         _run([sys.executable, "-m", "venv", str(venv)])
     if not _peers_ready(python):
         _run([str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
-        _run([str(python), "-m", "pip", "install", "--quiet", *PEERS, "cffi"])
+        _run([str(python), "-m", "pip", "install", "--quiet", *PACKAGES])
     if not _sdk_current(python, pyruntime):
         with tempfile.TemporaryDirectory(prefix="pyhost-sdk-") as scratch:
             copy = Path(scratch) / "pyruntime"
