@@ -228,3 +228,109 @@ def test_included_router_prefix(routing_app: httpx.Client) -> None:
     assert response.status_code == 200
     assert response.json() == {"pong": True, "route": "/v1/ping"}
     assert routing_app.get("/ping").status_code == 404
+
+
+FALLBACK_APP = {
+    "app/__init__.py": """
+        from pyhost import Router
+
+        router = Router()
+
+
+        def where(request):
+            return {"route": request.route, "path_params": request.path_params}
+
+
+        @router.get("/people/{pid}")
+        async def person(request):
+            return where(request)
+
+
+        @router.post("/people/me")
+        async def update_me(request):
+            return where(request)
+
+
+        @router.get("/a/{x}/c")
+        async def x_c(request):
+            return where(request)
+
+
+        @router.post("/a/b/{y}")
+        async def b_y(request):
+            return where(request)
+
+
+        @router.get("/static/{rest:path}")
+        async def static_file(request):
+            return where(request)
+
+
+        @router.post("/static/admin")
+        async def static_admin(request):
+            return where(request)
+    """,
+}
+
+
+@pytest.fixture(scope="module")
+def fallback_app(server_factory: ServerFactory) -> Iterator[Server]:
+    with server_factory.serve(FALLBACK_APP) as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "route", "path_params"),
+    [
+        # The static route lacks GET: the parameter route that also matches serves it.
+        ("GET", "/people/me", "/people/{pid}", {"pid": "me"}),
+        ("POST", "/people/me", "/people/me", {}),
+        ("GET", "/people/42", "/people/{pid}", {"pid": "42"}),
+        # Nested: `/a/b/{y}` is the more specific template, `/a/{x}/c` has the method.
+        ("GET", "/a/b/c", "/a/{x}/c", {"x": "b"}),
+        ("POST", "/a/b/c", "/a/b/{y}", {"y": "c"}),
+        # A catch-all behind a static segment.
+        ("GET", "/static/admin", "/static/{rest:path}", {"rest": "admin"}),
+        ("POST", "/static/admin", "/static/admin", {}),
+        ("GET", "/static/css/site.css", "/static/{rest:path}", {"rest": "css/site.css"}),
+    ],
+)
+def test_a_less_specific_route_serves_a_method_the_more_specific_one_lacks(
+    fallback_app: Server, method: str, path: str, route: str, path_params: dict[str, str]
+) -> None:
+    with fallback_app.client() as http:
+        response = http.request(method, path)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"route": route, "path_params": path_params}
+
+
+@pytest.mark.parametrize("path", ["/people/me", "/a/b/c", "/static/admin"])
+def test_head_falls_back_to_the_get_route_too(fallback_app: Server, path: str) -> None:
+    head = raw_request(fallback_app.url, "HEAD", path)
+    assert head.status == 200, head
+    assert head.header("content-type") == "application/json"
+    assert head.header("x-request-id")
+    assert head.after_headers == b"", "HEAD response carried a body"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        # Every template matching the path contributes its methods.
+        ("PUT", "/people/me", {"GET", "HEAD", "POST"}),
+        ("DELETE", "/a/b/c", {"GET", "HEAD", "POST"}),
+        ("PUT", "/static/admin", {"GET", "HEAD", "POST"}),
+        # Only the templates that match: `/a/{x}/c` does not match `/a/b/d`.
+        ("GET", "/a/b/d", {"POST"}),
+        ("PUT", "/people/42", {"GET", "HEAD"}),
+    ],
+)
+def test_405_only_when_no_matching_route_has_the_method(
+    fallback_app: Server, method: str, path: str, allowed: set[str]
+) -> None:
+    with fallback_app.client() as http:
+        response = http.request(method, path)
+    assert response.status_code == 405
+    assert response.json() == {"detail": "Method Not Allowed"}
+    assert allow_set(response) == allowed
+    assert response.headers.get("x-request-id")

@@ -1,6 +1,16 @@
 //! The route table: path templates compiled into a matchit tree, methods per path, and the
 //! validation each route declared. Routing never touches Python.
+//!
+//! matchit finds one template per path: the most specific (a static segment before a parameter,
+//! a parameter before a catch-all, left to right). When that template has no route for the
+//! request's method, the less specific templates matching the same path are tried in the same
+//! order, so `GET /people/me` reaches `GET /people/{pid}` even though `POST /people/me` exists;
+//! only when none of them has the method is the answer 405, its `Allow` listing the methods of
+//! every template that matches. Which templates can share a path is worked out when the table
+//! is built, so a path only one template matches pays nothing for this.
 
+use std::borrow::Cow;
+use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -36,13 +46,47 @@ pub struct Route {
     pub plugin: usize,
 }
 
+/// One segment of a template as the matcher sees it: converters do not take part in matching
+/// (a segment an `int` converter refuses is a 422, not another route).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Shape {
+    /// A literal segment, compared as the raw (percent-encoded) request path spells it.
+    Static(String),
+    /// One non-empty segment, named.
+    Param(String),
+    /// The non-empty rest of the path, slashes included, named.
+    CatchAll(String),
+}
+
+impl Shape {
+    /// How specific the segment is: matchit tries a static child before a parameter before a
+    /// catch-all, so a lower rank wins.
+    fn rank(&self) -> u8 {
+        match self {
+            Shape::Static(_) => 0,
+            Shape::Param(_) => 1,
+            Shape::CatchAll(_) => 2,
+        }
+    }
+}
+
 /// All methods served at one path template.
 #[derive(Debug)]
 struct Endpoint {
     template: String,
+    shape: Vec<Shape>,
     /// Shared, so that a request in flight can hold its route without borrowing the table.
     routes: Vec<Arc<Route>>,
     allow: String,
+    /// The less specific endpoints that can match a path this one matches, most specific
+    /// first: where to look when this endpoint lacks the request's method. Usually empty.
+    fallbacks: Vec<usize>,
+}
+
+impl Endpoint {
+    fn route_for(&self, method: &Method) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| r.method == *method)
+    }
 }
 
 /// The outcome of looking a request up.
@@ -57,8 +101,9 @@ pub enum Lookup<'a> {
         /// The request is HEAD served by a GET route.
         head: bool,
     },
-    /// The path exists but not for this method; the value is the `Allow` header.
-    MethodNotAllowed(&'a str),
+    /// The path exists but not for this method; the value is the `Allow` header, which lists
+    /// the methods of every template matching the path.
+    MethodNotAllowed(Cow<'a, str>),
     /// No route has this path.
     NotFound,
 }
@@ -77,6 +122,8 @@ pub struct Template {
     pub matchit: String,
     /// Parameters with their converters, in order.
     pub params: Vec<(String, ParamType)>,
+    /// The segments, for matching without matchit.
+    shape: Vec<Shape>,
 }
 
 /// Parses a template such as `/files/{id:int}/{rest:path}`.
@@ -86,6 +133,7 @@ pub fn parse_template(template: &str) -> Result<Template, String> {
     }
     let mut matchit = String::with_capacity(template.len());
     let mut params: Vec<(String, ParamType)> = Vec::new();
+    let mut shape: Vec<Shape> = Vec::new();
     let segments: Vec<&str> = template[1..].split('/').collect();
     for (index, segment) in segments.iter().enumerate() {
         matchit.push('/');
@@ -126,8 +174,10 @@ pub fn parse_template(template: &str) -> Result<Template, String> {
                     ));
                 }
                 matchit.push_str(&format!("{{*{name}}}"));
+                shape.push(Shape::CatchAll(name.to_owned()));
             } else {
                 matchit.push_str(&format!("{{{name}}}"));
+                shape.push(Shape::Param(name.to_owned()));
             }
             params.push((name.to_owned(), kind));
         } else if segment.contains(['{', '}']) {
@@ -136,9 +186,14 @@ pub fn parse_template(template: &str) -> Result<Template, String> {
             ));
         } else {
             matchit.push_str(segment);
+            shape.push(Shape::Static((*segment).to_owned()));
         }
     }
-    Ok(Template { matchit, params })
+    Ok(Template {
+        matchit,
+        params,
+        shape,
+    })
 }
 
 /// A problem in the route declarations, naming the handlers concerned.
@@ -259,8 +314,10 @@ impl RouteTable {
                     by_matchit.insert(template.matchit.clone(), index);
                     endpoints.push(Endpoint {
                         template: spec.path.clone(),
+                        shape: template.shape.clone(),
                         routes: Vec::new(),
                         allow: String::new(),
+                        fallbacks: Vec::new(),
                     });
                     index
                 }
@@ -301,12 +358,31 @@ impl RouteTable {
             }
         }
         for endpoint in &mut endpoints {
-            let mut allow: Vec<&str> = endpoint.routes.iter().map(|r| r.method.as_str()).collect();
-            if allow.contains(&"GET") {
-                allow.push("HEAD");
-            }
-            allow.sort_unstable();
-            endpoint.allow = allow.join(", ");
+            endpoint.allow = allow_header(endpoint.routes.iter().map(|r| &r.method));
+        }
+        // Quadratic in the number of templates, once at start-up; a few hundred routes take
+        // well under a millisecond.
+        let fallbacks: Vec<Vec<usize>> = endpoints
+            .iter()
+            .enumerate()
+            .map(|(index, endpoint)| {
+                let mut less_specific: Vec<usize> = endpoints
+                    .iter()
+                    .enumerate()
+                    .filter(|&(other, candidate)| {
+                        other != index
+                            && specificity(&candidate.shape, &endpoint.shape) == Ordering::Greater
+                            && may_share_a_path(&endpoint.shape, &candidate.shape)
+                    })
+                    .map(|(other, _)| other)
+                    .collect();
+                less_specific
+                    .sort_by(|&a, &b| specificity(&endpoints[a].shape, &endpoints[b].shape));
+                less_specific
+            })
+            .collect();
+        for (endpoint, fallbacks) in endpoints.iter_mut().zip(fallbacks) {
+            endpoint.fallbacks = fallbacks;
         }
         Ok(Self { tree, endpoints })
     }
@@ -319,8 +395,8 @@ impl RouteTable {
         let endpoint = &self.endpoints[*matched.value];
         let head = *method == Method::HEAD;
         let wanted = if head { &Method::GET } else { method };
-        match endpoint.routes.iter().find(|r| r.method == *wanted) {
-            Some(route) => Lookup::Found {
+        if let Some(route) = endpoint.route_for(wanted) {
+            return Lookup::Found {
                 route,
                 params: matched
                     .params
@@ -328,9 +404,47 @@ impl RouteTable {
                     .map(|(k, v)| (k.to_owned(), v.to_owned()))
                     .collect(),
                 head,
-            },
-            None => Lookup::MethodNotAllowed(&endpoint.allow),
+            };
         }
+        if endpoint.fallbacks.is_empty() {
+            return Lookup::MethodNotAllowed(Cow::Borrowed(&endpoint.allow));
+        }
+        self.fall_back(endpoint, wanted, head, path)
+    }
+
+    /// The most specific less specific template that matches `path` and has `wanted`, or 405
+    /// naming the methods of every template that matches.
+    #[cold]
+    fn fall_back<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
+        wanted: &Method,
+        head: bool,
+        path: &str,
+    ) -> Lookup<'a> {
+        let mut matching: Vec<&Endpoint> = vec![endpoint];
+        for &index in &endpoint.fallbacks {
+            let candidate = &self.endpoints[index];
+            let Some(params) = match_shape(&candidate.shape, path) else {
+                continue;
+            };
+            if let Some(route) = candidate.route_for(wanted) {
+                return Lookup::Found {
+                    route,
+                    params,
+                    head,
+                };
+            }
+            matching.push(candidate);
+        }
+        if matching.len() == 1 {
+            return Lookup::MethodNotAllowed(Cow::Borrowed(&endpoint.allow));
+        }
+        Lookup::MethodNotAllowed(Cow::Owned(allow_header(
+            matching
+                .iter()
+                .flat_map(|e| e.routes.iter().map(|r| &r.method)),
+        )))
     }
 
     /// Every route, in declaration order of their paths.
@@ -349,6 +463,76 @@ impl RouteTable {
     pub fn is_empty(&self) -> bool {
         self.endpoints.is_empty()
     }
+}
+
+/// The `Allow` header for a set of methods: sorted, without repeats, HEAD wherever GET is.
+fn allow_header<'m>(methods: impl Iterator<Item = &'m Method>) -> String {
+    let mut allow: Vec<&str> = methods.map(Method::as_str).collect();
+    if allow.contains(&"GET") {
+        allow.push("HEAD");
+    }
+    allow.sort_unstable();
+    allow.dedup();
+    allow.join(", ")
+}
+
+/// Which of two templates matchit prefers for a path both match: `Less` when `a` wins. Both
+/// matching one path means their static segments agree wherever both have one, so the first
+/// segment where their kinds differ decides, as matchit's depth-first search (static child,
+/// then parameter, then catch-all) does.
+fn specificity(a: &[Shape], b: &[Shape]) -> Ordering {
+    a.iter().map(Shape::rank).cmp(b.iter().map(Shape::rank))
+}
+
+/// Whether some path could match both shapes. It may say yes for two shapes that never share
+/// a path (the lookup checks the real path anyway), never no for two that do.
+fn may_share_a_path(a: &[Shape], b: &[Shape]) -> bool {
+    for (index, (x, y)) in a.iter().zip(b).enumerate() {
+        match (x, y) {
+            (Shape::CatchAll(_), _) => return b.len() > index,
+            (_, Shape::CatchAll(_)) => return a.len() > index,
+            (Shape::Static(x), Shape::Static(y)) if x != y => return false,
+            // A parameter never matches an empty segment.
+            (Shape::Static(s), Shape::Param(_)) | (Shape::Param(_), Shape::Static(s))
+                if s.is_empty() =>
+            {
+                return false;
+            }
+            _ => {}
+        }
+    }
+    a.len() == b.len()
+}
+
+/// Matches a raw request path against a shape as matchit would, with the parameter values
+/// (still percent-encoded) by name.
+fn match_shape(shape: &[Shape], path: &str) -> Option<Vec<(String, String)>> {
+    let mut rest = path.strip_prefix('/')?;
+    let mut params = Vec::new();
+    for (index, segment) in shape.iter().enumerate() {
+        let is_last = index + 1 == shape.len();
+        if let Shape::CatchAll(name) = segment {
+            if rest.is_empty() {
+                return None;
+            }
+            params.push((name.clone(), rest.to_owned()));
+            return Some(params);
+        }
+        let (value, after) = match rest.split_once('/') {
+            Some((value, after)) if !is_last => (value, after),
+            Some(_) => return None,
+            None if is_last => (rest, ""),
+            None => return None,
+        };
+        match segment {
+            Shape::Static(literal) if literal != value => return None,
+            Shape::Param(_) if value.is_empty() => return None,
+            Shape::Param(name) => params.push((name.clone(), value.to_owned())),
+            _ => {}
+        }
+        rest = after;
+    }
+    Some(params)
 }
 
 fn conflicts_with(err: &matchit::InsertError, template: &str) -> bool {
@@ -403,7 +587,7 @@ mod tests {
             Lookup::NotFound
         ));
         match table.lookup(&Method::PUT, "/items/3") {
-            Lookup::MethodNotAllowed(allow) => assert_eq!(allow, "DELETE, GET, HEAD"),
+            Lookup::MethodNotAllowed(allow) => assert_eq!(&*allow, "DELETE, GET, HEAD"),
             other => panic!("{other:?}"),
         }
         match table.lookup(&Method::HEAD, "/items/3") {
@@ -452,6 +636,244 @@ mod tests {
         match table.lookup(&Method::GET, "/users/me") {
             Lookup::Found { route, .. } => assert_eq!(&*route.handler_name, "m.me"),
             other => panic!("{other:?}"),
+        }
+    }
+
+    fn handler_of(lookup: Lookup<'_>) -> String {
+        match lookup {
+            Lookup::Found { route, .. } => route.handler_name.to_string(),
+            Lookup::MethodNotAllowed(allow) => format!("405 {allow}"),
+            Lookup::NotFound => "404".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_parameter_route_serves_a_method_the_static_route_lacks() {
+        let table = RouteTable::build(&[
+            spec(&["GET"], "/people/{pid}", "m.person"),
+            spec(&["POST"], "/people/me", "m.update_me"),
+        ])
+        .unwrap();
+        match table.lookup(&Method::GET, "/people/me") {
+            Lookup::Found {
+                route,
+                params,
+                head,
+            } => {
+                assert_eq!(&*route.handler_name, "m.person");
+                assert_eq!(params, vec![("pid".to_owned(), "me".to_owned())]);
+                assert!(!head);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            handler_of(table.lookup(&Method::POST, "/people/me")),
+            "m.update_me"
+        );
+        assert_eq!(
+            handler_of(table.lookup(&Method::HEAD, "/people/me")),
+            "m.person"
+        );
+        assert_eq!(
+            handler_of(table.lookup(&Method::PUT, "/people/me")),
+            "405 GET, HEAD, POST"
+        );
+        // Only the parameter route matches here: its own methods.
+        assert_eq!(
+            handler_of(table.lookup(&Method::PUT, "/people/42")),
+            "405 GET, HEAD"
+        );
+    }
+
+    #[test]
+    fn fallback_goes_from_the_most_to_the_least_specific_template() {
+        // A parameter and a catch-all cannot share a position (matchit refuses the pair), so
+        // the catch-all sits one level up.
+        let table = RouteTable::build(&[
+            spec(&["GET"], "/a/{x}/c", "m.x_c"),
+            spec(&["POST"], "/a/b/{y}", "m.b_y"),
+            spec(&["PUT"], "/a/b/c", "m.b_c"),
+            spec(&["DELETE"], "/{all:path}", "m.all"),
+        ])
+        .unwrap();
+        let at = |method: Method| handler_of(table.lookup(&method, "/a/b/c"));
+        assert_eq!(at(Method::PUT), "m.b_c");
+        assert_eq!(at(Method::POST), "m.b_y");
+        assert_eq!(at(Method::GET), "m.x_c");
+        assert_eq!(at(Method::HEAD), "m.x_c");
+        assert_eq!(at(Method::DELETE), "m.all");
+        assert_eq!(at(Method::OPTIONS), "405 DELETE, GET, HEAD, POST, PUT");
+        // `/a/b/d` is neither `/a/{x}/c` nor `/a/b/c`.
+        assert_eq!(
+            handler_of(table.lookup(&Method::OPTIONS, "/a/b/d")),
+            "405 DELETE, POST"
+        );
+        match table.lookup(&Method::GET, "/a/b/c") {
+            Lookup::Found { params, .. } => {
+                assert_eq!(params, vec![("x".to_owned(), "b".to_owned())]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match table.lookup(&Method::DELETE, "/a/b/c") {
+            Lookup::Found { params, .. } => {
+                assert_eq!(params, vec![("all".to_owned(), "a/b/c".to_owned())]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_templates_that_can_share_a_path_are_fallbacks() {
+        let table = RouteTable::build(&[
+            spec(&["GET"], "/users/me", "m.me"),
+            spec(&["POST"], "/users/{id}", "m.user"),
+            spec(&["GET"], "/orders/{id}", "m.order"),
+            spec(&["GET"], "/", "m.root"),
+            spec(&["GET"], "/{page}", "m.page"),
+        ])
+        .unwrap();
+        let fallbacks = |template: &str| {
+            let endpoint = table
+                .endpoints
+                .iter()
+                .find(|e| e.template == template)
+                .unwrap();
+            endpoint
+                .fallbacks
+                .iter()
+                .map(|&i| table.endpoints[i].template.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(fallbacks("/users/me"), ["/users/{id}"]);
+        assert!(fallbacks("/users/{id}").is_empty());
+        assert!(fallbacks("/orders/{id}").is_empty());
+        // A parameter never matches the empty segment of `/`.
+        assert!(fallbacks("/").is_empty());
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A template of up to four segments over a tiny alphabet, so that templates overlap
+        /// often; parameters are named after their position, so that equal shapes are equal
+        /// templates.
+        fn template() -> impl Strategy<Value = String> {
+            let segment = prop_oneof![
+                Just("a".to_owned()),
+                Just("b".to_owned()),
+                Just("ab".to_owned()),
+                Just(String::new()),
+                Just("{p}".to_owned()),
+            ];
+            (prop::collection::vec(segment, 1..4), any::<bool>()).prop_map(|(segments, rest)| {
+                let mut template = String::new();
+                for (index, segment) in segments.iter().enumerate() {
+                    template.push('/');
+                    template.push_str(&segment.replace("{p}", &format!("{{p{index}}}")));
+                }
+                if rest {
+                    template.push_str(&format!("/{{r{}:path}}", segments.len()));
+                }
+                template
+            })
+        }
+
+        fn path() -> impl Strategy<Value = String> {
+            prop::collection::vec(
+                prop::sample::select(vec!["a", "b", "ab", "", "x", "%2F"]),
+                1..6,
+            )
+            .prop_map(|segments| format!("/{}", segments.join("/")))
+        }
+
+        const METHODS: [&str; 3] = ["GET", "POST", "PUT"];
+
+        /// Builds a table from the templates that matchit accepts together, each with a
+        /// non-empty subset of `METHODS`.
+        fn build(templates: &[(String, u8)]) -> RouteTable {
+            let mut accepted: Vec<RouteSpec> = Vec::new();
+            for (index, (template, methods)) in templates.iter().enumerate() {
+                if accepted.iter().any(|s| s.path == *template) {
+                    continue;
+                }
+                let methods: Vec<&str> = METHODS
+                    .iter()
+                    .enumerate()
+                    .filter(|(bit, _)| methods & (1 << bit) != 0)
+                    .map(|(_, m)| *m)
+                    .collect();
+                let methods = if methods.is_empty() {
+                    vec!["GET"]
+                } else {
+                    methods
+                };
+                accepted.push(spec(&methods, template, &format!("h{index}")));
+                if RouteTable::build(&accepted).is_err() {
+                    accepted.pop();
+                }
+            }
+            RouteTable::build(&accepted).expect("accepted templates build")
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn shapes_match_as_matchit_does(
+                template in template(),
+                path in path(),
+            ) {
+                let parsed = parse_template(&template).unwrap();
+                let mut router = matchit::Router::new();
+                router.insert(parsed.matchit.clone(), ()).unwrap();
+                let expected = router.at(&path).ok().map(|m| {
+                    m.params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect::<Vec<_>>()
+                });
+                prop_assert_eq!(match_shape(&parsed.shape, &path), expected);
+            }
+
+            #[test]
+            fn lookup_serves_the_most_specific_template_with_the_method(
+                templates in prop::collection::vec((template(), 1u8..8), 1..8),
+                path in path(),
+            ) {
+                let table = build(&templates);
+                let mut matching: Vec<(&Endpoint, Vec<(String, String)>)> = table
+                    .endpoints
+                    .iter()
+                    .filter_map(|e| match_shape(&e.shape, &path).map(|params| (e, params)))
+                    .collect();
+                matching.sort_by(|a, b| specificity(&a.0.shape, &b.0.shape));
+                // The most specific template is matchit's own choice.
+                let winner = table.tree.at(&path).ok().map(|m| &table.endpoints[*m.value].template);
+                prop_assert_eq!(winner, matching.first().map(|(e, _)| &e.template));
+
+                for method in ["GET", "HEAD", "POST", "PUT", "DELETE"] {
+                    let method = Method::from_bytes(method.as_bytes()).unwrap();
+                    let wanted = if method == Method::HEAD { Method::GET } else { method.clone() };
+                    let served = matching
+                        .iter()
+                        .find_map(|(e, params)| e.route_for(&wanted).map(|r| (r, params)));
+                    match (table.lookup(&method, &path), served) {
+                        (Lookup::Found { route, params, head }, Some((expected, expected_params))) => {
+                            prop_assert_eq!(&route.handler_name, &expected.handler_name);
+                            prop_assert_eq!(&params, expected_params);
+                            prop_assert_eq!(head, method == Method::HEAD);
+                        }
+                        (Lookup::MethodNotAllowed(allow), None) if !matching.is_empty() => {
+                            let every = allow_header(
+                                matching.iter().flat_map(|(e, _)| e.routes.iter().map(|r| &r.method)),
+                            );
+                            prop_assert_eq!(&*allow, every.as_str());
+                        }
+                        (Lookup::NotFound, None) if matching.is_empty() => {}
+                        (got, expected) => {
+                            prop_assert!(false, "{} {}: got {:?}, expected {:?}", method, path, got, expected);
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -196,7 +196,7 @@ impl HttpService {
                 Lookup::MethodNotAllowed(allow) => {
                     let mut reply =
                         Reply::detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
-                    if let Ok(value) = HeaderValue::from_str(allow) {
+                    if let Ok(value) = HeaderValue::from_str(&allow) {
                         reply.headers.push((ALLOW, value));
                     }
                     return Err(Answer::new(reply));
