@@ -374,8 +374,32 @@ def test_body_unknown_property_of_a_dataclass(http: httpx.Client) -> None:
     body = GOOD_THING | {"extra": 1}
     entries = rejected(http, "POST", "/things", json=body)
     assert len(entries) == 1
-    assert entries[0]["type"] == "additionalProperties"
-    assert entries[0]["loc"] in (["body"], ["body", "extra"])
+    assert entries[0]["type"] == "extra_forbidden"
+    assert entries[0]["loc"] == ["body", "extra"]
+    assert entries[0]["msg"] == "Extra inputs are not permitted"
+
+
+def test_body_each_unknown_property_is_an_entry_of_its_own(http: httpx.Client) -> None:
+    body = GOOD_THING | {
+        "surplus_a": 1,
+        "surplus_b": "two",
+        "size": {"width": 1, "height": 2, "surplus": 3},
+    }
+    entries = rejected(http, "POST", "/things", json=body)
+    assert sorted(entries, key=lambda entry: entry["loc"]) == [
+        {"loc": loc, "msg": "Extra inputs are not permitted", "type": "extra_forbidden"}
+        for loc in (["body", "size", "surplus"], ["body", "surplus_a"], ["body", "surplus_b"])
+    ]
+
+
+def test_body_unknown_properties_beside_other_failures(http: httpx.Client) -> None:
+    body = {"name": "box", "count": "two", "size": {"width": 1}, "surplus": True}
+    entries = rejected(http, "POST", "/things", json=body)
+    assert sorted((entry["loc"], entry["type"]) for entry in entries) == [
+        (["body", "count"], "type"),
+        (["body", "size", "height"], "required"),
+        (["body", "surplus"], "extra_forbidden"),
+    ]
 
 
 def test_body_not_an_object(http: httpx.Client) -> None:

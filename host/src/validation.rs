@@ -327,24 +327,57 @@ pub fn validate_query(
     }
 }
 
+/// `type` of an entry for a property the schema does not allow, as pydantic names it.
+const EXTRA_FORBIDDEN: &str = "extra_forbidden";
+/// `msg` of such an entry, as pydantic words it.
+const EXTRA_FORBIDDEN_MSG: &str = "Extra inputs are not permitted";
+
 /// Checks a parsed JSON body against its compiled schema.
+///
+/// One entry per failing field: jsonschema reports all the properties an object may not have
+/// (`additionalProperties: false`, `unevaluatedProperties: false`) as one error at the object,
+/// which becomes one `extra_forbidden` entry per property, located at the property.
 pub fn validate_body(
     validator: &jsonschema::Validator,
     body: &Value,
 ) -> Result<(), Vec<FieldError>> {
-    let errors: Vec<FieldError> = validator
-        .iter_errors(body)
-        .map(|error| {
-            let mut loc = vec![Loc::Key("body".into())];
-            for segment in error.instance_path().iter() {
-                loc.push(match segment {
-                    jsonschema::paths::LocationSegment::Property(name) => {
-                        Loc::Key(name.into_owned())
-                    }
-                    jsonschema::paths::LocationSegment::Index(index) => Loc::Index(index),
-                });
+    use jsonschema::error::ValidationErrorKind;
+
+    let mut errors: Vec<FieldError> = Vec::new();
+    for error in validator.iter_errors(body) {
+        let mut loc = vec![Loc::Key("body".into())];
+        for segment in error.instance_path().iter() {
+            loc.push(match segment {
+                jsonschema::paths::LocationSegment::Property(name) => Loc::Key(name.into_owned()),
+                jsonschema::paths::LocationSegment::Index(index) => Loc::Index(index),
+            });
+        }
+        let extra = |name: &str| {
+            let mut at = loc.clone();
+            at.push(Loc::Key(name.to_owned()));
+            FieldError::new(at, EXTRA_FORBIDDEN, EXTRA_FORBIDDEN_MSG)
+        };
+        match error.kind() {
+            ValidationErrorKind::AdditionalProperties { unexpected }
+            | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
+                errors.extend(unexpected.iter().map(|name| extra(name)));
+                continue;
             }
-            if let jsonschema::error::ValidationErrorKind::Required { property } = error.kind() {
+            // `additionalProperties: false` without `properties` or `patternProperties` makes
+            // every property unexpected; jsonschema then reports only the first, as a false
+            // schema, so the others are read off the object itself.
+            ValidationErrorKind::FalseSchema
+                if error
+                    .schema_path()
+                    .as_str()
+                    .ends_with("/additionalProperties") =>
+            {
+                if let Some(Value::Object(object)) = body.pointer(error.instance_path().as_str()) {
+                    errors.extend(object.keys().map(|name| extra(name)));
+                    continue;
+                }
+            }
+            ValidationErrorKind::Required { property } => {
                 loc.push(Loc::Key(
                     property
                         .as_str()
@@ -352,14 +385,14 @@ pub fn validate_body(
                         .unwrap_or_else(|| property.to_string()),
                 ));
             }
-            let kind = error.kind().keyword().to_owned();
-            FieldError {
-                loc,
-                msg: error.to_string(),
-                kind,
-            }
-        })
-        .collect();
+            _ => {}
+        }
+        errors.push(FieldError {
+            loc,
+            msg: error.to_string(),
+            kind: error.kind().keyword().to_owned(),
+        });
+    }
     if errors.is_empty() {
         Ok(())
     } else {
@@ -596,5 +629,120 @@ mod tests {
             .collect();
         assert!(locs.contains(&json!(["body", "name"])), "{locs:?}");
         assert!(locs.contains(&json!(["body", "tags", 1])), "{locs:?}");
+    }
+
+    fn entries(schema: Value, body: Value) -> Vec<(Value, String, String)> {
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        validate_body(&validator, &body)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| (serde_json::to_value(&e.loc).unwrap(), e.kind, e.msg))
+            .collect()
+    }
+
+    fn extra(loc: Value) -> (Value, String, String) {
+        (
+            loc,
+            "extra_forbidden".to_owned(),
+            "Extra inputs are not permitted".to_owned(),
+        )
+    }
+
+    #[test]
+    fn each_unexpected_property_is_an_entry_of_its_own() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "outer": {
+                    "type": "object",
+                    "properties": {"x": {"type": "integer"}},
+                    "additionalProperties": false
+                }
+            },
+            "additionalProperties": false
+        });
+        let body = json!({
+            "name": "n", "surplus_a": 1, "surplus_b": 2,
+            "outer": {"x": 1, "surplus": 3}
+        });
+        let mut found = entries(schema, body);
+        found.sort_by_key(|(loc, _, _)| loc.to_string());
+        assert_eq!(
+            found,
+            vec![
+                extra(json!(["body", "outer", "surplus"])),
+                extra(json!(["body", "surplus_a"])),
+                extra(json!(["body", "surplus_b"])),
+            ]
+        );
+    }
+
+    #[test]
+    fn unexpected_properties_beside_other_failures() {
+        let schema = json!({
+            "type": "object",
+            "properties": {"n": {"type": "integer"}},
+            "required": ["n", "m"],
+            "patternProperties": {"^x-": {"type": "string"}},
+            "additionalProperties": false
+        });
+        let mut found = entries(schema, json!({"n": "one", "x-ok": "a", "y": 1}));
+        found.sort_by_key(|(loc, _, _)| loc.to_string());
+        let kinds: Vec<(Value, &str)> = found
+            .iter()
+            .map(|(l, k, _)| (l.clone(), k.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (json!(["body", "m"]), "required"),
+                (json!(["body", "n"]), "type"),
+                (json!(["body", "y"]), "extra_forbidden"),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_object_that_allows_no_property_lists_them_all() {
+        // No `properties`: jsonschema reports only the first property, as a false schema.
+        let schema = json!({"type": "object", "additionalProperties": false});
+        assert_eq!(
+            entries(schema, json!({"a": 1, "b": {"c": 2}})),
+            vec![extra(json!(["body", "a"])), extra(json!(["body", "b"]))]
+        );
+        let nested = json!({
+            "type": "array",
+            "items": {"type": "object", "additionalProperties": false}
+        });
+        assert_eq!(
+            entries(nested, json!([{}, {"z": 1}])),
+            vec![extra(json!(["body", 1, "z"]))]
+        );
+    }
+
+    #[test]
+    fn unevaluated_properties_are_listed_one_by_one() {
+        let schema = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "properties": {"a": {}},
+            "unevaluatedProperties": false
+        });
+        let mut found = entries(schema, json!({"a": 1, "b": 2, "c": 3}));
+        found.sort_by_key(|(loc, _, _)| loc.to_string());
+        assert_eq!(
+            found,
+            vec![extra(json!(["body", "b"])), extra(json!(["body", "c"]))]
+        );
+    }
+
+    #[test]
+    fn a_schema_for_additional_properties_still_locates_each_value() {
+        let schema = json!({"type": "object", "additionalProperties": {"type": "integer"}});
+        let found = entries(schema, json!({"a": 1, "b": "x", "c": "y"}));
+        let locs: Vec<&Value> = found.iter().map(|(l, _, _)| l).collect();
+        assert_eq!(locs, [&json!(["body", "b"]), &json!(["body", "c"])]);
+        assert!(found.iter().all(|(_, k, _)| k == "type"), "{found:?}");
     }
 }
