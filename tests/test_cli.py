@@ -364,6 +364,52 @@ BROKEN = [
             "    return 'b'\n"
         ),
     ),
+    # --- query patterns: checked with Rust's `regex` crate, which matches the values
+    Broken(
+        "query-pattern-rust-refuses",
+        make_config(),
+        (
+            "GET /search (handler app.search)",
+            "query parameter `code`",
+            "Rust's `regex` crate",
+            "repetition quantifier expects a valid decimal",
+        ),
+        app_with(
+            "from pyhost import Query, Router\n"
+            "router = Router()\n\n"
+            # Python's `re` reads `{,3}` as `{0,3}`; the SDK leaves the verdict to the host.
+            "@router.get('/search', query={'code': Query(str, pattern='a{,3}')})\n"
+            "async def search(request):\n"
+            "    return 'x'\n"
+        ),
+    ),
+    Broken(
+        "query-pattern-lookahead-past-the-sdk",
+        make_config(),
+        ("GET, POST /lookahead (handler app.lookahead)", "query parameter `q`", "look-around"),
+        app_with(
+            "from pyhost import Query, Router, params\n"
+            # As if the SDK let it through: the host must refuse it by itself.
+            "params.Query._check_pattern = lambda self: None\n"
+            "router = Router()\n\n"
+            "@router.route('/lookahead', methods=['GET', 'POST'],\n"
+            "              query={'q': Query(str, pattern='^(?=a)')})\n"
+            "async def lookahead(request):\n"
+            "    return 'x'\n"
+        ),
+    ),
+    Broken(
+        "query-pattern-lookahead",
+        make_config(),
+        ("ValueError", "app.py", "look-around ('(?=' at position 1) is not supported"),
+        app_with(
+            "from pyhost import Query, Router\n"
+            "router = Router()\n\n"
+            "@router.get('/search', query={'code': Query(str, pattern='^(?=a)')})\n"
+            "async def search(request):\n"
+            "    return 'x'\n"
+        ),
+    ),
     *(
         Broken(
             f"bad-template-{index}",
@@ -399,3 +445,4 @@ def test_startup_failure(server_factory: ServerFactory, case: Broken, command: s
     assert str(config_path) in text, result.describe()
     for needle in case.expect:
         assert needle in text, f"{needle!r} missing\n{result.describe()}"
+    assert "panicked" not in result.output, result.describe()

@@ -470,3 +470,70 @@ def test_non_json_content_type_is_415(http: httpx.Client, content_type: str) -> 
     )
     assert response.status_code == 415, response.text
     assert isinstance(response.json()["detail"], str)
+
+
+# --- query patterns: Rust `regex` syntax, searched (not anchored) -------------------------
+
+PATTERN_APP = {
+    "app.py": r"""
+        from pyhost import Query, Router
+
+        router = Router()
+
+
+        @router.get(
+            "/patterns",
+            query={
+                "anywhere": Query(str, default=None, pattern="a"),
+                "start": Query(str, default=None, pattern="^a"),
+                "whole": Query(str, default=None, pattern="^a$"),
+                # Python's `re` refuses both; Rust's `regex`, which checks values, does not.
+                "letters": Query(str, default=None, pattern=r"^\p{L}+$"),
+                "year": Query(str, default=None, pattern=r"^(?<year>\d{4})$"),
+            },
+        )
+        async def patterns(request):
+            return request.query
+    """,
+}
+
+
+@pytest.fixture(scope="module")
+def patterns(server_factory: ServerFactory) -> Iterator[httpx.Client]:
+    with server_factory.serve(PATTERN_APP) as server, server.client() as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "accepted"),
+    [
+        # Searched: the pattern may match anywhere in the value...
+        ("anywhere", "ba", True),
+        ("anywhere", "a", True),
+        ("anywhere", "bcd", False),
+        # ...so anchors say where.
+        ("start", "ab", True),
+        ("start", "ba", False),
+        ("whole", "a", True),
+        ("whole", "ab", False),
+        # `$` is the very end: a trailing newline (`%0A`) is not skipped as Python's `re` would.
+        ("whole", "a\n", False),
+        ("letters", "Öl", True),
+        ("letters", "a1", False),
+        ("year", "2024", True),
+        ("year", "24", False),
+    ],
+)
+def test_query_patterns_are_searched_with_rust_regex_syntax(
+    patterns: httpx.Client, param: str, value: str, accepted: bool
+) -> None:
+    response = patterns.get("/patterns", params={param: value})
+    if accepted:
+        assert response.status_code == 200, response.text
+        assert response.json()[param] == value
+    else:
+        assert response.status_code == 422, response.text
+        entries = assert_validation_error(response.json())
+        assert [(e["loc"], e["type"]) for e in entries] == [
+            (["query", param], "string_pattern_mismatch")
+        ]

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use http::Method;
 
 use crate::spec::{ParamType, RouteSpec};
-use crate::validation::QueryParam;
+use crate::validation::{QueryParam, QueryParamError};
 
 /// A route ready to serve: what to validate and which handler to call.
 #[derive(Debug)]
@@ -207,6 +207,21 @@ pub enum RouteError {
         /// What is wrong.
         message: String,
     },
+    /// A query parameter declaration the host cannot use, such as a pattern Rust's `regex`
+    /// crate does not accept.
+    #[error("{methods} {path} (handler {handler}): query parameter `{param}`: {source}")]
+    Query {
+        /// The route's methods, as declared.
+        methods: String,
+        /// The route's path template.
+        path: String,
+        /// The handler that declared it.
+        handler: String,
+        /// The query parameter.
+        param: String,
+        /// What is wrong with it (boxed: errors are returned by value and this one is large).
+        source: Box<QueryParamError>,
+    },
     /// The same method and path declared twice.
     #[error("{method} {template} is declared twice: by {first} and by {second}")]
     Duplicate {
@@ -257,9 +272,16 @@ impl RouteTable {
             let query = spec
                 .query
                 .iter()
-                .map(|(name, q)| QueryParam::compile(name, q.clone()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(invalid)?;
+                .map(|(name, q)| {
+                    QueryParam::compile(name, q.clone()).map_err(|source| RouteError::Query {
+                        methods: spec.methods.join(", ").to_ascii_uppercase(),
+                        path: spec.path.clone(),
+                        handler: spec.name.clone(),
+                        param: name.clone(),
+                        source: Box::new(source),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let body = spec
                 .body_schema
                 .as_ref()
@@ -613,6 +635,29 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("m.first") && err.contains("m.second"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_pattern_names_the_route_the_handler_and_the_parameter() {
+        let mut bad = spec(&["GET", "post"], "/search", "m.search");
+        bad.query = vec![(
+            "code".to_owned(),
+            serde_json::from_value(serde_json::json!({
+                "type": "str", "required": true, "pattern": "a{,3}"
+            }))
+            .unwrap(),
+        )];
+        let err = RouteTable::build(&[spec(&["GET"], "/", "m.index"), bad])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("GET, POST /search (handler m.search): query parameter `code`: "),
+            "{err}"
+        );
+        assert!(
+            err.contains("repetition quantifier expects a valid decimal"),
+            "{err}"
+        );
     }
 
     #[test]

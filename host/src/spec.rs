@@ -92,7 +92,8 @@ pub struct QuerySpec {
     /// Maximum length in characters for strings.
     #[serde(default)]
     pub max_length: Option<usize>,
-    /// Regular expression a string must match (searched, like `re.search`).
+    /// Regular expression a string must match, in the `regex` crate's syntax; searched, not
+    /// anchored (`a` matches `ba`).
     #[serde(default)]
     pub pattern: Option<String>,
     /// The only values allowed.

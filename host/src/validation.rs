@@ -137,26 +137,56 @@ pub struct QueryParam {
     default: Option<Typed>,
 }
 
+/// A query parameter declaration the host cannot use.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryParamError {
+    /// `type` is `path`, which only a path segment can have.
+    #[error("type `path` is only for path segments")]
+    PathType,
+    /// `pattern` does not compile with the engine that matches it.
+    #[error(
+        "pattern {pattern:?} is not valid in the syntax of Rust's `regex` crate, which matches \
+         query values (no look-around, no backreferences):\n{source}"
+    )]
+    Pattern {
+        /// The pattern as declared.
+        pattern: String,
+        /// The `regex` crate's explanation, pointing at the offending part.
+        source: regex::Error,
+    },
+    /// A `choices` entry or the `default` is not a value of the parameter's type.
+    #[error("{value} is not a valid {kind}")]
+    Value {
+        /// The value, as JSON.
+        value: String,
+        /// The parameter's type.
+        kind: &'static str,
+    },
+}
+
 impl QueryParam {
     /// Compiles a declaration; the error says which part is unusable.
-    pub fn compile(name: &str, spec: QuerySpec) -> Result<Self, String> {
+    ///
+    /// The pattern is compiled here, with the engine that runs it at request time, so that a
+    /// pattern it cannot run stops the host at start-up instead of failing requests.
+    pub fn compile(name: &str, spec: QuerySpec) -> Result<Self, QueryParamError> {
         if spec.kind == ParamType::Path {
-            return Err(format!(
-                "query parameter `{name}`: type `path` is only for path segments"
-            ));
+            return Err(QueryParamError::PathType);
         }
         let pattern = spec
             .pattern
             .as_deref()
-            .map(Regex::new)
-            .transpose()
-            .map_err(|err| format!("query parameter `{name}`: invalid pattern: {err}"))?;
-        let from_json = |value: &Value| -> Result<Typed, String> {
-            json_to_typed(spec.kind, value).ok_or_else(|| {
-                format!(
-                    "query parameter `{name}`: {value} is not a valid {}",
-                    spec.kind.as_str()
-                )
+            .map(|pattern| {
+                Regex::new(pattern).map_err(|source| QueryParamError::Pattern {
+                    pattern: pattern.to_owned(),
+                    source,
+                })
+            })
+            .transpose()?;
+        let from_json = |value: &Value| -> Result<Typed, QueryParamError> {
+            json_to_typed(spec.kind, value).ok_or_else(|| QueryParamError::Value {
+                value: value.to_string(),
+                kind: spec.kind.as_str(),
             })
         };
         let choices = spec
@@ -744,5 +774,47 @@ mod tests {
         let locs: Vec<&Value> = found.iter().map(|(l, _, _)| l).collect();
         assert_eq!(locs, [&json!(["body", "b"]), &json!(["body", "c"])]);
         assert!(found.iter().all(|(_, k, _)| k == "type"), "{found:?}");
+    }
+
+    fn pattern_param(pattern: &str) -> Result<QueryParam, QueryParamError> {
+        QueryParam::compile(
+            "s",
+            spec(json!({"type": "str", "required": true, "pattern": pattern})),
+        )
+    }
+
+    #[test]
+    fn patterns_are_judged_by_the_engine_that_runs_them() {
+        // The same corpus drives the SDK's test: the SDK never refuses what passes here.
+        let corpus: Value =
+            serde_json::from_str(include_str!("../../tests/data/query_patterns.json")).unwrap();
+        for entry in corpus["patterns"].as_array().unwrap() {
+            let pattern = entry["pattern"].as_str().unwrap();
+            let accepts = entry["rust_accepts"].as_bool().unwrap();
+            assert_eq!(pattern_param(pattern).is_ok(), accepts, "{entry}");
+        }
+    }
+
+    #[test]
+    fn a_pattern_error_carries_the_engine_message() {
+        let err = pattern_param("(?=a)b").unwrap_err().to_string();
+        assert!(err.contains("(?=a)b"), "{err}");
+        assert!(err.contains("Rust's `regex` crate"), "{err}");
+        assert!(err.contains("look-around"), "{err}");
+    }
+
+    #[test]
+    fn patterns_are_searched_not_anchored() {
+        let matches = |pattern: &str, value: &str| {
+            let params = [pattern_param(pattern).unwrap()];
+            validate_query(&params, &pairs(&[("s", value)])).is_ok()
+        };
+        assert!(matches("a", "ba"));
+        assert!(!matches("^a", "ba"));
+        assert!(matches("^a", "ab"));
+        assert!(!matches("^a$", "ab"));
+        // `$` is the very end: no newline before it is skipped, unlike Python's `re`.
+        assert!(!matches("^a$", "a\n"));
+        assert!(matches(r"^\p{L}+$", "Öl"));
     }
 }

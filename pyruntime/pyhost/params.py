@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import math
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass
@@ -56,7 +55,7 @@ def _type_name(tp: Any) -> str | None:
 
 @dataclass(frozen=True)
 class Query:
-    """A declared query parameter.
+    r"""A declared query parameter.
 
     ``type`` is one of ``str``, ``int``, ``float``, ``bool`` and ``uuid.UUID``. Without a
     ``default`` the parameter is required; ``default=None`` makes it optional with ``None`` when
@@ -65,13 +64,27 @@ class Query:
     value.
 
     Constraints: ``ge``/``le``/``gt``/``lt`` bound ``int`` and ``float`` values;
-    ``min_length``/``max_length`` (in characters) and ``pattern`` (searched, like ``re.search``)
-    apply to ``str``; ``choices`` lists the only accepted values. ``description`` documents the
-    parameter for readers of the code and is not sent to the host.
+    ``min_length``/``max_length`` (in characters) and ``pattern`` apply to ``str``; ``choices``
+    lists the only accepted values. ``description`` documents the parameter for readers of the
+    code and is not sent to the host.
+
+    ``pattern`` is written in the syntax of Rust's ``regex`` crate, the engine the host matches
+    values with, not Python's ``re``: no look-around (``(?=``, ``(?!``, ``(?<=``, ``(?<!``) and
+    no backreferences (``\1``, ``(?P=name)``); ``\p{L}`` classes, ``[[:alpha:]]`` and
+    ``(?<name>...)`` are fine. A value is valid when the pattern matches anywhere in it, as
+    with pydantic 2 (whose default engine is the same crate) and FastAPI: ``pattern="a"``
+    accepts ``"ba"``, ``pattern="^a"`` does not. Anchor both ends (``"^[a-z]+$"``) to match the
+    whole value; ``$`` is the very end of the value, so, unlike with Python's ``re``, ``"^a$"``
+    refuses ``"a\n"``.
 
     The arguments are checked here, so a nonsensical declaration fails at import time:
     ``TypeError`` for a value of the wrong type, ``ValueError`` for a constraint that does not
-    apply to ``type`` or cannot be satisfied.
+    apply to ``type`` or cannot be satisfied. A pattern is checked completely only by the host,
+    with the engine that runs it, when it builds its route table (``pyhost check`` reports a
+    bad one naming the route and the parameter). Here, outside the host too, a ``ValueError``
+    catches only what Rust's engine is sure to refuse: an unbalanced parenthesis or bracket, a
+    trailing backslash, look-around and backreferences. Python's ``re`` is not consulted: it
+    refuses patterns Rust accepts (``\p{L}``) and accepts patterns Rust refuses.
 
     >>> Query(int, default=10, ge=1, le=100).spec()["default"]
     10
@@ -202,12 +215,12 @@ class Query:
             raise ValueError(f"Query pattern= only applies to str, not {self._type_name}")
         if not isinstance(self.pattern, str):
             raise TypeError(f"Query pattern must be a str, got {self.pattern!r}")
-        try:
-            re.compile(self.pattern)
-        except re.error as exc:
+        problem = _rust_regex_problem(self.pattern)
+        if problem is not None:
             raise ValueError(
-                f"Query pattern {self.pattern!r} is not a valid regex: {exc}"
-            ) from None
+                f"Query pattern {self.pattern!r} is not a valid regex for Rust's regex crate, "
+                f"which the host matches values with: {problem}"
+            )
 
     def _check_choices(self, choices: Sequence[Any]) -> tuple[Any, ...]:
         if not isinstance(choices, list | tuple):
@@ -243,3 +256,98 @@ class Query:
         if self.choices is not None and value not in self.choices:
             raise ValueError(f"Query default {value!r} is not one of the choices {self.choices!r}")
         return value
+
+
+_LOOKAROUND: Final = ("(?=", "(?!", "(?<=", "(?<!")
+_FLAG_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-")
+
+
+def _rust_regex_problem(pattern: str) -> str | None:
+    """What Rust's ``regex`` crate is sure to refuse in ``pattern``, or ``None``.
+
+    A structural scan, not a parser: ``None`` means "not refused here", never "valid". Every
+    problem it names is one the crate refuses too (``tests/data/query_patterns.json``), so a
+    pattern the host would accept never fails here. It follows the crate's syntax where it
+    differs from ``re``: a ``[`` inside a class opens a nested class (except as the end of a
+    range), ``&&``, ``--`` and ``~~`` are set operators there, and a group name (which may hold
+    brackets) runs to ``>``. Verbose mode (an ``x`` flag) lets whitespace and ``#``
+    comments hide any character, so a pattern that turns it on is left to the host from there.
+    """
+    groups: list[int] = []
+    classes: list[int] = []
+    index = 0
+    length = len(pattern)
+
+    def after_class_start(at: int) -> int:
+        # A ']' right after '[' or '[^' is a literal, not the end of the class.
+        if at < length and pattern[at] == "^":
+            at += 1
+        if at < length and pattern[at] == "]":
+            at += 1
+        return at
+
+    def after_class_item(at: int) -> int:
+        # An item followed by '-' and anything but ']' or '-' is a range, whose end is one
+        # literal character: a '[' there opens no class.
+        if at + 1 < length and pattern[at] == "-" and pattern[at + 1] not in "]-":
+            at += 1
+            at += 2 if pattern[at] == "\\" else 1
+        return at
+
+    while index < length:
+        char = pattern[index]
+        if char == "\\":
+            if index + 1 == length:
+                return "the pattern ends in a lone backslash"
+            escaped = pattern[index + 1]
+            if not classes and escaped in "0123456789":
+                return f"backreferences ('\\{escaped}' at position {index}) are not supported"
+            index += 2
+            if classes:
+                index = after_class_item(index)
+            continue
+        if char == "[":
+            classes.append(index)
+            index = after_class_start(index + 1)
+            continue
+        if classes:
+            if char == "]":
+                classes.pop()
+                index += 1
+            elif pattern.startswith(("&&", "--", "~~"), index):
+                # Set operators, never items: a '[' after them opens a nested class.
+                index += 2
+            else:
+                index = after_class_item(index + 1)
+            continue
+        if char == "(":
+            found = next((p for p in _LOOKAROUND if pattern.startswith(p, index)), None)
+            if found is not None:
+                return f"look-around ('{found}' at position {index}) is not supported"
+            if pattern.startswith("(?P=", index):
+                return f"backreferences ('(?P=' at position {index}) are not supported"
+            groups.append(index)
+            if pattern.startswith(("(?<", "(?P<"), index):
+                end = pattern.find(">", index)
+                if end < 0:
+                    return None
+                index = end + 1
+                continue
+            if pattern.startswith("(?", index):
+                end = index + 2
+                while end < length and pattern[end] in _FLAG_CHARS:
+                    end += 1
+                if "x" in pattern[index + 2 : end]:
+                    return None
+            index += 1
+            continue
+        if char == ")":
+            if not groups:
+                return f"unopened group: the ')' at position {index} closes nothing"
+            groups.pop()
+        index += 1
+    if classes:
+        return f"unclosed character class: the '[' at position {classes[-1]} is never closed"
+    if groups:
+        return f"unclosed group: the '(' at position {groups[-1]} is never closed"
+    return None

@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -186,3 +187,37 @@ def test_wrongly_typed_arguments_raise_type_error(args, kwargs, message):
 def test_keyword_only_constraints():
     with pytest.raises(TypeError):
         Query(int, 1, 0)  # type: ignore[misc]
+
+
+PATTERNS = json.loads(
+    (Path(__file__).resolve().parent.parent / "data" / "query_patterns.json").read_text("utf-8")
+)["patterns"]
+
+
+@pytest.mark.parametrize("entry", PATTERNS, ids=[entry["pattern"] for entry in PATTERNS])
+def test_patterns_are_refused_early_only_when_rust_refuses_them(entry):
+    # host/src/validation.rs checks `rust_accepts` of the same corpus against the real engine.
+    assert entry["sdk_accepts"] or not entry["rust_accepts"], "the corpus contradicts itself"
+    if entry["sdk_accepts"]:
+        assert Query(str, pattern=entry["pattern"]).spec()["pattern"] == entry["pattern"]
+    else:
+        with pytest.raises(ValueError, match="is not a valid regex for Rust's regex crate"):
+            Query(str, pattern=entry["pattern"])
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("(?=a)b", r"look-around \('\(\?=' at position 0\) is not supported"),
+        ("a(?<!b)", r"look-around \('\(\?<!' at position 1\)"),
+        (r"(a)\1", r"backreferences \('\\1' at position 3\) are not supported"),
+        ("(?P<n>a)(?P=n)", r"backreferences \('\(\?P=' at position 8\)"),
+        ("ab(", "unclosed group: the '\\(' at position 2 is never closed"),
+        ("a)", "unopened group: the '\\)' at position 1 closes nothing"),
+        ("x[a[b]", "unclosed character class: the '\\[' at position 1 is never closed"),
+        ("a\\", "ends in a lone backslash"),
+    ],
+)
+def test_an_early_refusal_says_what_rust_would_refuse(pattern, message):
+    with pytest.raises(ValueError, match=message):
+        Query(str, pattern=pattern)
