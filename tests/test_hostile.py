@@ -651,6 +651,86 @@ def test_configured_head_limits(
     assert_healthy(limited)
 
 
+# The service answers a head over `max_headers` or `max_head_size` itself, with its JSON body
+# and an id; hyper reads a head up to twice those limits, and refuses one beyond them itself.
+SERVICE_ANSWERS = [
+    # raw_request adds Host and Connection: 9 more headers make 11, 18 more make 20.
+    ("11-headers", 9, 0, "too many request headers: the limit is 10"),
+    ("20-headers", 18, 0, "too many request headers: the limit is 10"),
+    ("9-KiB-head", 0, 9 * 1024, "request head too large: the limit is 8192 bytes"),
+    ("almost-16-KiB-head", 0, 16 * 1024 - 200, "request head too large: the limit is 8192 bytes"),
+]
+
+
+@pytest.mark.parametrize(
+    ("extra_headers", "header_bytes", "detail"),
+    [case[1:] for case in SERVICE_ANSWERS],
+    ids=[case[0] for case in SERVICE_ANSWERS],
+)
+def test_a_head_over_a_limit_gets_a_json_answer_with_an_id(
+    limited: Server, extra_headers: int, header_bytes: int, detail: str
+) -> None:
+    headers = [(f"X-H{i}", "v") for i in range(extra_headers)]
+    if header_bytes:
+        headers.append(("X-Big", "a" * header_bytes))
+    response = raw_request(limited.url, "GET", "/health", headers=headers)
+    assert response.status == 431, response
+    assert response.header("content-type") == "application/json"
+    assert response.json() == {"detail": detail}
+    assert response.header("x-request-id")
+    assert response.header("connection") == "close"
+    assert_healthy(limited)
+
+
+# What hyper answers by itself, for the `limited` server: no body, no `x-request-id`, and the
+# connection closed. The README lists these exceptions.
+HYPER_ANSWERS = [
+    case("21-headers", request("/health", *(f"X-H{i}: v" for i in range(19))), 431),
+    # hyper reads at least twice max_head_size, sometimes a little more: far beyond it.
+    case("64-KiB-head", request("/health", "X-Big: " + "a" * 64 * 1024), 431),
+    case("space-in-target", b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    case("bad-method-token", request("/health", method="G(T"), 400),
+    case("unknown-version", request("/health", version="HTTP/9.9"), 400),
+    case("binary-garbage", b"\x00\x01\x02\x03\xff\xfe\r\n\r\n", 400),
+    case("header-without-colon", request("/health", "X-Bad"), 400),
+    case("nul-in-header-value", request("/health", "X-Bad: a\x00b"), 400),
+    case("obsolete-line-folding", request("/health", "X-A: a", "  folded"), 400),
+    case("cl-not-a-number", request("/health", "Content-Length: abc", body=b"hello"), 400),
+    case(
+        "cl-duplicate-conflicting",
+        request("/echo", "Content-Length: 5", "Content-Length: 6", body=b"hello!", method="POST"),
+        400,
+    ),
+]
+
+
+@pytest.mark.parametrize("hostile", HYPER_ANSWERS, ids=[c.id for c in HYPER_ANSWERS])
+def test_what_hyper_answers_by_itself(limited: Server, hostile: RawCase) -> None:
+    response, raw = exchange(limited, hostile.data)
+    assert response is not None, raw
+    assert response.status in hostile.expected, raw
+    assert sorted(name.lower() for name, _ in response.headers) == [
+        "connection",
+        "content-length",
+        "date",
+    ], raw
+    assert response.header("connection") == "close"
+    assert response.header("content-length") == "0"
+    assert response.after_headers == b"", raw
+    assert_healthy(limited)
+
+
+@pytest.mark.parametrize("length", [70_000, 131_000])
+def test_a_target_beyond_hypers_own_limit_gets_hypers_414(app: Server, length: int) -> None:
+    # hyper refuses a target over 65,534 bytes itself, whatever max_url_length says.
+    response, raw = exchange(app, request("/files/" + "a" * length))
+    assert response is not None, raw
+    assert response.status == 414, raw
+    assert response.header("x-request-id") is None
+    assert response.after_headers == b"", raw
+    assert_healthy(app)
+
+
 def test_configured_body_limit_applies_to_chunked_bodies(limited: Server) -> None:
     data = request(
         "/echo",

@@ -28,6 +28,18 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// line (hyper refuses any version but 1.x), so a match that long is HTTP/2.
 const H2_DECISIVE: usize = "PRI * HTTP/2.0".len();
 
+/// How far beyond `server.max_headers` and `server.max_head_size` hyper and h2 read a head, as
+/// a multiple of the limit. Inside this margin a head over a limit still reaches the service,
+/// which refuses it with its usual JSON body and `x-request-id` (`service.rs`); only a head
+/// beyond it gets the libraries' own bare 431. Some bound must stay with the libraries, to cap
+/// what a connection buffers before anything is answered.
+const HEAD_MARGIN: usize = 2;
+
+/// The bound hyper and h2 enforce themselves for a limit the service enforces.
+fn library_bound(limit: usize) -> usize {
+    limit.saturating_mul(HEAD_MARGIN)
+}
+
 /// Serves `listener` until `shutdown` resolves, then stops accepting and gives in-flight
 /// requests up to `server.shutdown_grace` to finish. Returns whether everything drained in time.
 pub async fn serve(
@@ -101,15 +113,19 @@ struct Protocols {
 
 impl Protocols {
     fn new(server: &ServerConfig) -> Self {
-        let max_header_list = u32::try_from(server.max_head_size).unwrap_or(u32::MAX);
+        // The limits themselves are the service's to enforce, with a JSON answer; the
+        // libraries only stop a head far beyond them.
+        let max_headers = library_bound(server.max_headers);
+        let max_buf_size = library_bound(server.max_head_size);
+        let max_header_list = u32::try_from(max_buf_size).unwrap_or(u32::MAX);
         let mut http1 = http1::Builder::new();
         http1
             .timer(TokioTimer::new())
             // Bounds both a slow request head (slowloris) and an idle keep-alive connection:
             // hyper starts this timer whenever it waits for a request head.
             .header_read_timeout(server.header_timeout)
-            .max_headers(server.max_headers)
-            .max_buf_size(server.max_head_size);
+            .max_headers(max_headers)
+            .max_buf_size(max_buf_size);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
@@ -119,8 +135,8 @@ impl Protocols {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(server.header_timeout)
-            .max_headers(server.max_headers)
-            .max_buf_size(server.max_head_size);
+            .max_headers(max_headers)
+            .max_buf_size(max_buf_size);
         undecided
             .http2()
             .timer(TokioTimer::new())

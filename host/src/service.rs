@@ -31,6 +31,7 @@ pub struct HttpService {
     request_timeout: Option<Duration>,
     max_url_length: usize,
     max_head_size: usize,
+    max_headers: usize,
     cancel_on_disconnect: bool,
     in_flight: Arc<tokio::sync::Semaphore>,
     default_host: String,
@@ -80,6 +81,7 @@ impl HttpService {
             request_timeout: server.request_timeout,
             max_url_length: server.max_url_length,
             max_head_size: server.max_head_size,
+            max_headers: server.max_headers,
             cancel_on_disconnect: server.cancel_on_disconnect,
             in_flight: Arc::new(tokio::sync::Semaphore::new(server.max_in_flight)),
             default_host: server.listen.to_string(),
@@ -163,8 +165,19 @@ impl HttpService {
         request_id: &Arc<str>,
     ) -> Result<(Routed, OwnedSemaphorePermit), Answer> {
         let target_length = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
-        // hyper's own bound on the head is its read buffer's size, which varies with how the
-        // bytes arrived; this makes `max_head_size` exact.
+        // Both head limits are enforced here rather than by hyper, whose own answer has no
+        // body and no request id: hyper stops only heads far beyond them (`server.rs`). Its
+        // bound on the head size is also its read buffer's, which varies with how the bytes
+        // arrived; this makes `max_head_size` exact.
+        if parts.headers.len() > self.max_headers {
+            return Err(Answer::closing(Reply::detail(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!(
+                    "too many request headers: the limit is {}",
+                    self.max_headers
+                ),
+            )));
+        }
         if head_size(parts, target_length) > self.max_head_size {
             return Err(Answer::closing(Reply::detail(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
