@@ -56,10 +56,10 @@ async def call(request):
 async def through_the_c_table(request):
     # The cffi binding of the C table itself, beside the built-in fast path.
     binding = host.implementation.binding
-    binding.kv_set(request.plugin, request.path_params["key"], b"via-abi")
-    value = binding.kv_get(request.plugin, request.path_params["key"])
+    binding.kv_set(request.path_params["key"], b"via-abi")
+    value = binding.kv_get(request.path_params["key"])
     try:
-        binding.call(request.plugin, "missing", b"null")
+        binding.call("missing", b"null")
     except HostError as exc:
         return {"value": value.decode(), "call_status": int(exc.status)}
     return {"value": value.decode()}
