@@ -2,6 +2,7 @@
 key-value store, host functions, logging, and the Rust service that embeds pyhost."""
 
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -269,6 +270,36 @@ def test_embed_async_host_function_is_cancelled_with_its_handler(embed_server) -
             time.sleep(0.05)
     assert after["cancelled"] == before["cancelled"] + 1
     assert after["finished"] == before["finished"]
+
+
+def test_embed_slow_sync_host_function_awaited_off_the_loop(embed_server) -> None:
+    # While an awaited 1.5 s blocking host function runs, the loop answers other requests;
+    # the same call made synchronously holds every request behind it.
+    def answered_first(path: str) -> str:
+        order: list[str] = []
+        with embed_server.client(timeout=20.0) as slow_http:
+
+            def slow() -> None:
+                slow_http.get(path, params={"ms": "1500"})
+                order.append("slow")
+
+            worker = threading.Thread(target=slow)
+            worker.start()
+            time.sleep(0.3)  # the slow call has started (it lasts 1.5 s)
+            with embed_server.client() as http:
+                assert http.get("/hello/ada").status_code == 200
+            order.append("hello")
+            worker.join(20)
+        return order[0]
+
+    assert answered_first("/lookup/k") == "hello"
+    assert answered_first("/lookup-blocking/k") == "slow"
+
+
+def test_embed_key_value_store_awaitable(embed_server) -> None:
+    with embed_server.client() as http:
+        first = http.post("/visits-async").json()["visits"]
+        assert http.post("/visits-async").json()["visits"] == first + 1
 
 
 def test_embed_key_value_store(embed_server) -> None:

@@ -191,10 +191,14 @@ pub struct InterpreterInfo {
     pub path: Vec<String>,
 }
 
-/// Puts the handler directories at the front of `sys.path` and reports the interpreter's state.
+/// Serves the bundled SDK, puts the handler directories at the front of `sys.path` and reports
+/// the interpreter's state.
 ///
 /// GIL: held by the caller (`py`).
 pub fn prepare_paths(py: Python<'_>, config: &Config) -> PyResult<InterpreterInfo> {
+    if let Some(note) = crate::bundled_sdk::install(py)? {
+        tracing::warn!("{note}");
+    }
     let sys = py.import("sys")?;
     let path = sys.getattr("path")?;
     let mut dirs: Vec<&std::path::PathBuf> = Vec::new();

@@ -28,6 +28,7 @@
 //! interpreter's loop thread, and the handler's result comes back as a `Reply`.
 
 mod bridge;
+mod bundled_sdk;
 pub mod config;
 pub mod error;
 #[doc(hidden)]
@@ -93,6 +94,8 @@ pub struct InterpreterReport {
     pub path: Vec<String>,
     /// The virtualenv in use and where it was named (`app.venv` or `VIRTUAL_ENV`).
     pub venv: Option<(String, &'static str)>,
+    /// The version of the pyhost SDK bundled with the host, which the handlers import.
+    pub sdk: &'static str,
 }
 
 /// A loaded handler package, inspected without serving (`pyhost check` / `pyhost routes`).
@@ -127,6 +130,7 @@ fn report(
         base_prefix: info.base_prefix,
         path: info.path,
         venv,
+        sdk: bundled_sdk::VERSION,
     })
 }
 

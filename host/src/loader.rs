@@ -25,11 +25,15 @@ pub struct LoadedApp {
 ///
 /// GIL: held by the caller (`py`).
 pub fn load(py: Python<'_>, config: &Config) -> Result<LoadedApp, StartupError> {
-    py.import("pyhost").map_err(|err| StartupError::Import {
+    // Binding the host's table now (not at a plugin's first host call) checks the ABI and
+    // that cffi is there before anything is served.
+    py.import("pyhost")
+        .and_then(|pyhost| pyhost.getattr("host")?.getattr("implementation"))
+        .map_err(|err| StartupError::Import {
         file: config.source.clone(),
         key: "app.venv".to_owned(),
         message: format!(
-            "the pyhost SDK is not importable; install pyruntime into the virtualenv named by `app.venv` or VIRTUAL_ENV\n{}",
+            "the pyhost SDK bundled with the host cannot be imported; it needs cffi: install cffi into the interpreter or the virtualenv named by `app.venv` or VIRTUAL_ENV\n{}",
             format_exception(py, &err)
         ),
     })?;

@@ -218,6 +218,11 @@ fn check(path: &std::path::Path) -> Result<ExitCode, StartupError> {
             let _ = writeln!(out, "venv:        none");
         }
     }
+    let _ = writeln!(
+        out,
+        "sdk:         pyhost {} (bundled with the host)",
+        interp.sdk
+    );
     let _ = writeln!(out, "sys.path:");
     for entry in &interp.path {
         let _ = writeln!(out, "  {entry}");

@@ -198,16 +198,17 @@ class KeyValue(ABC):
         """Remove ``key``; removing a key that is not set is not an error."""
 
     async def get_async(self, key: str) -> bytes | None:
-        """:meth:`get`, run off the event loop: use it from ``async def`` handlers, where a
-        slow disk would otherwise stall every request."""
+        """:meth:`get` as an awaitable: inside the host it runs off the event loop (use it from
+        ``async def`` handlers, where a slow disk would otherwise stall every request); the
+        in-process host of :mod:`pyhost.testing` runs it directly."""
         return self.get(key)
 
     async def set_async(self, key: str, value: bytes | str) -> None:
-        """:meth:`set`, run off the event loop."""
+        """:meth:`set` as an awaitable (off the event loop inside the host)."""
         self.set(key, value)
 
     async def delete_async(self, key: str) -> None:
-        """:meth:`delete`, run off the event loop."""
+        """:meth:`delete` as an awaitable (off the event loop inside the host)."""
         self.delete(key)
 
 
@@ -325,7 +326,7 @@ def _from_call_error(exc: BaseException) -> HostError:
     args = exc.args
     status = getattr(exc, "status", args[0] if args else Status.ERROR)
     message = getattr(exc, "message", args[1] if len(args) > 1 else "")
-    return error_for_status(int(status), str(message) or "host call_async failed")
+    return error_for_status(int(status), str(message) or "the host call failed")
 
 
 class EmbeddedHost(Host):

@@ -1,8 +1,10 @@
 //! A Rust service that embeds pyhost.
 //!
 //! It has Rust routes of its own (`/rust/...`), mounts a Python plugin's routes beside them
-//! through [`pyhost::Host::service`], and offers the plugin two host functions: `greet` (sync)
-//! and `slow_double` (async, runs on tokio; cancelled when the plugin's handler is cancelled).
+//! through [`pyhost::Host::service`], and offers the plugin host functions: `greet` (sync),
+//! `slow_double` (async, runs on tokio; cancelled when the plugin's handler is cancelled) and
+//! `slow_lookup` (sync and slow: a blocking call a plugin awaits with `host.call_async`, which
+//! runs it on a blocking thread instead of the event loop).
 //!
 //! ```text
 //! embed-example [serve] [--config FILE] [--listen HOST:PORT]
@@ -50,6 +52,12 @@ fn host_functions(counters: Arc<Counters>) -> HostFunctions {
             .and_then(Value::as_str)
             .ok_or_else(|| "greet expects {\"name\": <string>}".to_owned())?;
         Ok(json!({ "greeting": format!("Hello, {name}!"), "from": "rust" }))
+    });
+    // A blocking function of the kind a service has (a synchronous client, a slow disk).
+    functions.register("slow_lookup", |data: Value| {
+        let ms = data.get("ms").and_then(Value::as_u64).unwrap_or(50);
+        std::thread::sleep(Duration::from_millis(ms));
+        Ok(json!({ "looked_up": data.get("key").cloned().unwrap_or(Value::Null) }))
     });
     functions.register_async("slow_double", move |data: Value| {
         let counters = counters.clone();
