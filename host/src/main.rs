@@ -167,7 +167,8 @@ fn routes(path: &std::path::Path) -> Result<ExitCode, StartupError> {
                 if route.query.is_empty() {
                     "-".to_owned()
                 } else {
-                    format!("query: {}", route.query.join(", "))
+                    let params: Vec<String> = route.query.iter().map(ToString::to_string).collect();
+                    format!("query: {}", params.join(", "))
                 },
                 if route.has_body {
                     "body: json-schema"

@@ -30,7 +30,7 @@ type Ready = (RouteTable, InterpreterInfo);
 
 /// Loads the handler package on the current thread without serving (for `check`/`routes`).
 pub fn inspect(config: &Config) -> Result<Ready, StartupError> {
-    interpreter::initialize(config)?;
+    interpreter::initialize(config, crate::services::module::register)?;
     stats::attach(|py| load_and_compile(py, config).map(|(ready, _)| ready))
 }
 
@@ -54,7 +54,7 @@ pub fn spawn(
     config: &Config,
     queue: Arc<WakeQueue<Message>>,
 ) -> Result<(Ready, mpsc::Receiver<()>), StartupError> {
-    interpreter::initialize(config)?;
+    interpreter::initialize(config, crate::services::module::register)?;
     let (ready_tx, ready_rx) = mpsc::channel::<Result<Ready, StartupError>>();
     let (stopped_tx, stopped_rx) = mpsc::channel::<()>();
     let thread_config = config.clone();

@@ -17,7 +17,12 @@ pyo3::create_exception!(
     "A host call failed: args are (status, message)."
 );
 
-/// Registered before the interpreter starts (`append_to_inittab!`).
+/// Adds `_pyhost_host` to the interpreter's built-in modules; call before it starts.
+pub fn register() {
+    pyo3::append_to_inittab!(_pyhost_host);
+}
+
+/// Registered before the interpreter starts ([`register`]).
 ///
 /// No function takes the calling plugin: each acts for the plugin the host is running on this
 /// thread ([`crate::services::identity`]).
