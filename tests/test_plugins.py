@@ -275,25 +275,26 @@ def test_embed_async_host_function_is_cancelled_with_its_handler(embed_server) -
 def test_embed_slow_sync_host_function_awaited_off_the_loop(embed_server) -> None:
     # While an awaited 1.5 s blocking host function runs, the loop answers other requests;
     # the same call made synchronously holds every request behind it.
-    def answered_first(path: str) -> str:
-        order: list[str] = []
-        with embed_server.client(timeout=20.0) as slow_http:
+    def hello_waited_for_the_lookup(path: str) -> bool:
+        with embed_server.client(timeout=20.0) as slow_http, embed_server.client() as http:
 
-            def slow() -> None:
-                slow_http.get(path, params={"ms": "1500"})
-                order.append("slow")
+            def stats() -> dict[str, int]:
+                return http.get("/rust/slow-double-stats").json()
 
-            worker = threading.Thread(target=slow)
+            before = stats()
+            worker = threading.Thread(target=lambda: slow_http.get(path, params={"ms": "1500"}))
             worker.start()
-            time.sleep(0.3)  # the slow call has started (it lasts 1.5 s)
-            with embed_server.client() as http:
-                assert http.get("/hello/ada").status_code == 200
-            order.append("hello")
+            deadline = time.monotonic() + 10
+            while stats()["lookups"] == before["lookups"]:
+                assert time.monotonic() < deadline, "the slow call never started"
+                time.sleep(0.01)
+            assert http.get("/hello/ada").status_code == 200
+            waited = stats()["lookups_done"] > before["lookups_done"]
             worker.join(20)
-        return order[0]
+        return waited
 
-    assert answered_first("/lookup/k") == "hello"
-    assert answered_first("/lookup-blocking/k") == "slow"
+    assert not hello_waited_for_the_lookup("/lookup/k")
+    assert hello_waited_for_the_lookup("/lookup-blocking/k")
 
 
 def test_embed_key_value_store_awaitable(embed_server) -> None:

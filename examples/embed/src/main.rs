@@ -23,6 +23,9 @@ use serde_json::{Value, json};
 /// How many `slow_double` calls were dropped before finishing (their handler was cancelled).
 #[derive(Default)]
 struct Counters {
+    /// `slow_lookup` calls begun, and finished.
+    lookups: AtomicU64,
+    lookups_done: AtomicU64,
     started: AtomicU64,
     finished: AtomicU64,
     cancelled: AtomicU64,
@@ -54,9 +57,12 @@ fn host_functions(counters: Arc<Counters>) -> HostFunctions {
         Ok(json!({ "greeting": format!("Hello, {name}!"), "from": "rust" }))
     });
     // A blocking function of the kind a service has (a synchronous client, a slow disk).
-    functions.register("slow_lookup", |data: Value| {
+    let lookups = counters.clone();
+    functions.register("slow_lookup", move |data: Value| {
+        lookups.lookups.fetch_add(1, Ordering::Relaxed);
         let ms = data.get("ms").and_then(Value::as_u64).unwrap_or(50);
         std::thread::sleep(Duration::from_millis(ms));
+        lookups.lookups_done.fetch_add(1, Ordering::Relaxed);
         Ok(json!({ "looked_up": data.get("key").cloned().unwrap_or(Value::Null) }))
     });
     functions.register_async("slow_double", move |data: Value| {
@@ -142,6 +148,8 @@ fn run(config_path: &str, listen: Option<&str>) -> Result<(), Box<dyn std::error
                         "started": stats.started.load(Ordering::Relaxed),
                         "finished": stats.finished.load(Ordering::Relaxed),
                         "cancelled": stats.cancelled.load(Ordering::Relaxed),
+                        "lookups": stats.lookups.load(Ordering::Relaxed),
+                        "lookups_done": stats.lookups_done.load(Ordering::Relaxed),
                     }))
                 }
             }),
