@@ -2,6 +2,7 @@
 key-value store, host functions, logging, and the Rust service that embeds pyhost."""
 
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -56,10 +57,10 @@ async def call(request):
 async def through_the_c_table(request):
     # The cffi binding of the C table itself, beside the built-in fast path.
     binding = host.implementation.binding
-    binding.kv_set(request.plugin, request.path_params["key"], b"via-abi")
-    value = binding.kv_get(request.plugin, request.path_params["key"])
+    binding.kv_set(request.path_params["key"], b"via-abi")
+    value = binding.kv_get(request.path_params["key"])
     try:
-        binding.call(request.plugin, "missing", b"null")
+        binding.call("missing", b"null")
     except HostError as exc:
         return {"value": value.decode(), "call_status": int(exc.status)}
     return {"value": value.decode()}
@@ -269,6 +270,37 @@ def test_embed_async_host_function_is_cancelled_with_its_handler(embed_server) -
             time.sleep(0.05)
     assert after["cancelled"] == before["cancelled"] + 1
     assert after["finished"] == before["finished"]
+
+
+def test_embed_slow_sync_host_function_awaited_off_the_loop(embed_server) -> None:
+    # While an awaited 1.5 s blocking host function runs, the loop answers other requests;
+    # the same call made synchronously holds every request behind it.
+    def hello_waited_for_the_lookup(path: str) -> bool:
+        with embed_server.client(timeout=20.0) as slow_http, embed_server.client() as http:
+
+            def stats() -> dict[str, int]:
+                return http.get("/rust/slow-double-stats").json()
+
+            before = stats()
+            worker = threading.Thread(target=lambda: slow_http.get(path, params={"ms": "1500"}))
+            worker.start()
+            deadline = time.monotonic() + 10
+            while stats()["lookups"] == before["lookups"]:
+                assert time.monotonic() < deadline, "the slow call never started"
+                time.sleep(0.01)
+            assert http.get("/hello/ada").status_code == 200
+            waited = stats()["lookups_done"] > before["lookups_done"]
+            worker.join(20)
+        return waited
+
+    assert not hello_waited_for_the_lookup("/lookup/k")
+    assert hello_waited_for_the_lookup("/lookup-blocking/k")
+
+
+def test_embed_key_value_store_awaitable(embed_server) -> None:
+    with embed_server.client() as http:
+        first = http.post("/visits-async").json()["visits"]
+        assert http.post("/visits-async").json()["visits"] == first + 1
 
 
 def test_embed_key_value_store(embed_server) -> None:

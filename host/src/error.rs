@@ -85,6 +85,18 @@ pub enum StartupError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A second host was started in a process that already has one (or that ran `inspect`):
+    /// a process has one interpreter, one set of host services and one watchdog.
+    #[error(
+        "config file {}: this process already started pyhost (with `Host::start`, \
+         `Host::start_with` or `inspect`); a process runs one host: start it once, with every \
+         host function registered, and run `inspect` only in a process that does not serve",
+        file.display()
+    )]
+    AlreadyStarted {
+        /// The config file of the second start.
+        file: PathBuf,
+    },
     /// The async runtime could not be built.
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),

@@ -16,7 +16,6 @@ use pyo3::prelude::*;
 
 use crate::config::Config;
 use crate::error::StartupError;
-use crate::services::module::_pyhost_host;
 
 /// The interpreter executable pyo3 was configured with when this binary was built.
 const BUILD_PYTHON: &str = env!("PYHOST_BUILD_PYTHON");
@@ -57,10 +56,11 @@ pub fn venv_for(config: &Config) -> Result<Option<VenvChoice>, StartupError> {
 }
 
 /// Initialises the interpreter once per process; later calls return the first outcome.
+/// `register_modules` runs just before, to add the host's built-in modules to the inittab.
 ///
 /// Must run before any `Python::attach`. The GIL is released before returning, so any thread
 /// may attach afterwards.
-pub fn initialize(config: &Config) -> Result<(), StartupError> {
+pub fn initialize(config: &Config, register_modules: fn()) -> Result<(), StartupError> {
     let venv = venv_for(config)?;
     let outcome = STARTED.get_or_init(|| {
         let program = match &venv {
@@ -70,7 +70,7 @@ pub fn initialize(config: &Config) -> Result<(), StartupError> {
             }
             None => None,
         };
-        init_from_config(program.as_deref())
+        init_from_config(program.as_deref(), register_modules)
     });
     outcome
         .clone()
@@ -121,15 +121,15 @@ fn embedded_version() -> String {
     number.split('.').take(2).collect::<Vec<_>>().join(".")
 }
 
-fn init_from_config(program: Option<&Path>) -> Result<(), String> {
+fn init_from_config(program: Option<&Path>, register_modules: fn()) -> Result<(), String> {
     // SAFETY: single-threaded at this point (guarded by STARTED); the PyConfig is initialised by
     // PyConfig_InitPythonConfig before any field is touched, and cleared on every path.
     unsafe {
         if ffi::Py_IsInitialized() != 0 {
             return Ok(());
         }
-        // The host's built-in module must be registered before the interpreter starts.
-        pyo3::append_to_inittab!(_pyhost_host);
+        // Built-in modules must be registered before the interpreter starts.
+        register_modules();
         let mut config = MaybeUninit::<ffi::PyConfig>::uninit();
         ffi::PyConfig_InitPythonConfig(config.as_mut_ptr());
         let config = config.assume_init_mut();
@@ -191,10 +191,14 @@ pub struct InterpreterInfo {
     pub path: Vec<String>,
 }
 
-/// Puts the handler directories at the front of `sys.path` and reports the interpreter's state.
+/// Serves the bundled SDK, puts the handler directories at the front of `sys.path` and reports
+/// the interpreter's state.
 ///
 /// GIL: held by the caller (`py`).
 pub fn prepare_paths(py: Python<'_>, config: &Config) -> PyResult<InterpreterInfo> {
+    if let Some(note) = crate::bundled_sdk::install(py)? {
+        tracing::warn!("{note}");
+    }
     let sys = py.import("sys")?;
     let path = sys.getattr("path")?;
     let mut dirs: Vec<&std::path::PathBuf> = Vec::new();

@@ -28,6 +28,7 @@
 //! interpreter's loop thread, and the handler's result comes back as a `Reply`.
 
 mod bridge;
+mod bundled_sdk;
 pub mod config;
 pub mod error;
 #[doc(hidden)]
@@ -59,8 +60,9 @@ pub use error::{ConfigError, StartupError};
 pub use services::HostFunctions;
 pub use signals::ShutdownSignals;
 
-/// A route as `pyhost routes` lists it.
+/// A route of the loaded package, as `pyhost routes` lists it.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RouteInfo {
     /// HTTP method.
     pub method: String,
@@ -68,8 +70,8 @@ pub struct RouteInfo {
     pub path: String,
     /// `module.qualname` of the handler.
     pub handler: String,
-    /// Declared query parameters, described (`limit:int=10`, `q:str (required)`).
-    pub query: Vec<String>,
+    /// Declared query parameters.
+    pub query: Vec<QueryParamInfo>,
     /// Whether a JSON body is declared.
     pub has_body: bool,
     /// Whether the handler is `async def`.
@@ -78,8 +80,43 @@ pub struct RouteInfo {
     pub plugin: String,
 }
 
+/// A declared query parameter of a route.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct QueryParamInfo {
+    /// The parameter's name.
+    pub name: String,
+    /// Its value type: `str`, `int`, `float`, `bool` or `uuid`.
+    pub kind: &'static str,
+    /// Whether a repeated key collects into a list.
+    pub multiple: bool,
+    /// Whether a request must carry it.
+    pub required: bool,
+    /// The value a request without it gets (`None`: none, or `null`).
+    pub default: Option<serde_json::Value>,
+}
+
+impl std::fmt::Display for QueryParamInfo {
+    /// `limit:int=10`, `q:str (required)`, `tag:list[str]?`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = &self.name;
+        let kind = self.kind;
+        let kind = if self.multiple {
+            format!("list[{kind}]")
+        } else {
+            kind.to_owned()
+        };
+        match &self.default {
+            _ if self.required => write!(f, "{name}:{kind} (required)"),
+            Some(default) if !default.is_null() => write!(f, "{name}:{kind}={default}"),
+            _ => write!(f, "{name}:{kind}?"),
+        }
+    }
+}
+
 /// What the embedded interpreter runs with.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct InterpreterReport {
     /// `sys.version`.
     pub version: String,
@@ -93,10 +130,13 @@ pub struct InterpreterReport {
     pub path: Vec<String>,
     /// The virtualenv in use and where it was named (`app.venv` or `VIRTUAL_ENV`).
     pub venv: Option<(String, &'static str)>,
+    /// The version of the pyhost SDK bundled with the host, which the handlers import.
+    pub sdk: &'static str,
 }
 
 /// A loaded handler package, inspected without serving (`pyhost check` / `pyhost routes`).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Inspection {
     /// The interpreter's state.
     pub interpreter: InterpreterReport,
@@ -127,6 +167,7 @@ fn report(
         base_prefix: info.base_prefix,
         path: info.path,
         venv,
+        sdk: bundled_sdk::VERSION,
     })
 }
 
@@ -140,20 +181,12 @@ fn route_infos(table: &routing::RouteTable, config: &Config) -> Vec<RouteInfo> {
             query: route
                 .query
                 .iter()
-                .map(|param| {
-                    let spec = &param.spec;
-                    let kind = if spec.multiple {
-                        format!("list[{}]", spec.kind.as_str())
-                    } else {
-                        spec.kind.as_str().to_owned()
-                    };
-                    match (&spec.default, spec.required) {
-                        (_, true) => format!("{}:{kind} (required)", param.name),
-                        (Some(default), false) if !default.is_null() => {
-                            format!("{}:{kind}={default}", param.name)
-                        }
-                        _ => format!("{}:{kind}?", param.name),
-                    }
+                .map(|param| QueryParamInfo {
+                    name: param.name.to_string(),
+                    kind: param.spec.kind.as_str(),
+                    multiple: param.spec.multiple,
+                    required: param.spec.required,
+                    default: param.spec.default.clone(),
                 })
                 .collect(),
             has_body: route.body_schema.is_some(),

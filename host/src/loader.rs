@@ -5,11 +5,12 @@
 //! interpreter's loop thread.
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::PyList;
 
 use crate::config::{Config, PluginConfig};
 use crate::error::StartupError;
 use crate::interpreter::format_exception;
+use crate::services::identity::Scope;
 use crate::spec::RouteSpec;
 
 /// The loaded plugins: route specs and, at the same positions, their handlers.
@@ -24,11 +25,23 @@ pub struct LoadedApp {
 ///
 /// GIL: held by the caller (`py`).
 pub fn load(py: Python<'_>, config: &Config) -> Result<LoadedApp, StartupError> {
-    py.import("pyhost").map_err(|err| StartupError::Import {
+    // Binding the host's table now (not at a plugin's first host call) checks the ABI and
+    // that cffi is there before anything is served.
+    py.import("pyhost")
+        .and_then(|pyhost| pyhost.getattr("host")?.getattr("implementation"))
+        .map_err(|err| StartupError::Import {
         file: config.source.clone(),
         key: "app.venv".to_owned(),
         message: format!(
-            "the pyhost SDK is not importable; install pyruntime into the virtualenv named by `app.venv` or VIRTUAL_ENV\n{}",
+            "the pyhost SDK bundled with the host cannot be imported; it needs cffi: install cffi into the interpreter or the virtualenv named by `app.venv` or VIRTUAL_ENV\n{}",
+            format_exception(py, &err)
+        ),
+    })?;
+    crate::services::identity::install(py).map_err(|err| StartupError::Import {
+        file: config.source.clone(),
+        key: "app.module".to_owned(),
+        message: format!(
+            "cannot set up plugin identities\n{}",
             format_exception(py, &err)
         ),
     })?;
@@ -60,23 +73,11 @@ fn load_plugin(
         router: plugin.router.clone(),
         message,
     };
-    // Module-level code that calls host services (settings, logging) must run as this plugin.
-    let current = py
-        .import("pyhost._context")
-        .and_then(|context| context.getattr("current"))
-        .map_err(|err| routes_error(format_exception(py, &err)))?;
-    let marker = PyDict::new(py);
-    let _ = marker.set_item("plugin", index);
-    let _ = marker.set_item("request_id", "");
-    let marker = py
-        .import("types")
-        .and_then(|types| types.getattr("SimpleNamespace")?.call((), Some(&marker)))
-        .map_err(|err| routes_error(format_exception(py, &err)))?;
-    let token = current
-        .call_method1("set", (marker,))
-        .map_err(|err| routes_error(format_exception(py, &err)))?;
-    let imported = py.import(plugin.module.as_str());
-    let _ = current.call_method1("reset", (token,));
+    // Module-level code that calls host services (settings, logging) runs as this plugin.
+    let imported = {
+        let _caller = Scope::enter(u32::try_from(index).ok());
+        py.import(plugin.module.as_str())
+    };
     let module = imported.map_err(|err| {
         import_error(
             "module",
@@ -100,16 +101,19 @@ fn load_plugin(
         .getattr("routes")
         .and_then(|routes| routes.call_method0("__iter__").map(|_| routes))
         .map_err(|_| {
-            routes_error(format!(
-                "{}.{} is a {}, not a pyhost.Router",
-                plugin.module,
-                plugin.router,
-                router
-                    .get_type()
-                    .name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default()
-            ))
+            import_error(
+                "router",
+                format!(
+                    "{}.{} is a {}, not a pyhost.Router",
+                    plugin.module,
+                    plugin.router,
+                    router
+                        .get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default()
+                ),
+            )
         })?;
     let routes = py
         .get_type::<PyList>()

@@ -167,7 +167,8 @@ fn routes(path: &std::path::Path) -> Result<ExitCode, StartupError> {
                 if route.query.is_empty() {
                     "-".to_owned()
                 } else {
-                    format!("query: {}", route.query.join(", "))
+                    let params: Vec<String> = route.query.iter().map(ToString::to_string).collect();
+                    format!("query: {}", params.join(", "))
                 },
                 if route.has_body {
                     "body: json-schema"
@@ -218,6 +219,11 @@ fn check(path: &std::path::Path) -> Result<ExitCode, StartupError> {
             let _ = writeln!(out, "venv:        none");
         }
     }
+    let _ = writeln!(
+        out,
+        "sdk:         pyhost {} (bundled with the host)",
+        interp.sdk
+    );
     let _ = writeln!(out, "sys.path:");
     for entry in &interp.path {
         let _ = writeln!(out, "  {entry}");

@@ -1,4 +1,4 @@
-"""The cffi (ABI mode) binding of the host's ``pyhost_host_v1`` table.
+"""The cffi (ABI mode) binding of the host's ``pyhost_host_v2`` table.
 
 Internal: plugins use :data:`pyhost.host`, which calls into a :class:`Binding` when running
 inside the host. The C declarations are read from ``include/pyhost_host.h``, shipped in this
@@ -97,12 +97,12 @@ _FUNCTIONS: Final = (
 def _table_pointer(table: Any) -> Any:
     if isinstance(table, int):
         if table == 0:
-            raise ImportError("the host's pyhost_host_v1 table address is NULL")
-        return ffi.cast("pyhost_host_v1 *", table)
+            raise ImportError("the host's pyhost_host_v2 table address is NULL")
+        return ffi.cast("pyhost_host_v2 *", table)
     if isinstance(table, ffi.CData):
-        pointer = ffi.cast("pyhost_host_v1 *", table)
+        pointer = ffi.cast("pyhost_host_v2 *", table)
         if pointer == ffi.NULL:
-            raise ImportError("the host's pyhost_host_v1 table pointer is NULL")
+            raise ImportError("the host's pyhost_host_v2 table pointer is NULL")
         return pointer
     raise TypeError(f"expected a table address or a cdata pointer, got {type(table).__name__}")
 
@@ -113,15 +113,15 @@ def _check_table(table: Any) -> None:
             f"the host offers pyhost host ABI version {table.abi_version}, but this pyhost SDK "
             f"speaks version {ABI_VERSION}; install the SDK version that matches the host"
         )
-    expected = ffi.sizeof("pyhost_host_v1")
+    expected = ffi.sizeof("pyhost_host_v2")
     if table.struct_size < expected:
         raise ImportError(
-            f"the host's pyhost_host_v1 table is {table.struct_size} bytes, smaller than the "
+            f"the host's pyhost_host_v2 table is {table.struct_size} bytes, smaller than the "
             f"{expected} bytes of ABI version {ABI_VERSION}; the host and SDK do not match"
         )
     missing = [name for name in _FUNCTIONS if getattr(table, name) == ffi.NULL]
     if missing:
-        raise ImportError(f"the host's pyhost_host_v1 table has NULL entries: {missing}")
+        raise ImportError(f"the host's pyhost_host_v2 table has NULL entries: {missing}")
 
 
 def _failure(status: int, payload: bytes, operation: str) -> HostError:
@@ -130,10 +130,11 @@ def _failure(status: int, payload: bytes, operation: str) -> HostError:
 
 
 class Binding:
-    """Python callables over one ``pyhost_host_v1`` table.
+    """Python callables over one ``pyhost_host_v2`` table.
 
-    Text arguments are ``str`` (sent as UTF-8), data arguments and results ``bytes``. Every
-    call takes the calling plugin's index first. A status other than ``PYHOST_OK`` raises the
+    Text arguments are ``str`` (sent as UTF-8), data arguments and results ``bytes``. No call
+    names the calling plugin: the host acts for the plugin whose code runs on the calling
+    thread. A status other than ``PYHOST_OK`` raises the
     matching :class:`~pyhost.host.HostError` with the host's message, except ``kv_get``, which
     returns ``None`` for ``PYHOST_NOT_FOUND``.
     """
@@ -150,21 +151,21 @@ class Binding:
     )
 
     table: Any
-    """The bound ``pyhost_host_v1 *`` (keeps a cdata table given to :func:`bind` alive)."""
-    log: Callable[[int, int, str, str, bytes], None]
-    """``log(plugin, level, message, request_id, fields_json)``."""
-    settings: Callable[[int], bytes]
-    """``settings(plugin)``: the plugin's settings as a JSON object."""
-    secret: Callable[[int, str], bytes]
-    """``secret(plugin, name)``: the secret's value."""
-    kv_get: Callable[[int, str], bytes | None]
-    """``kv_get(plugin, key)``: the value, or ``None`` when the key is not set."""
-    kv_set: Callable[[int, str, bytes], None]
-    """``kv_set(plugin, key, value)``."""
-    kv_delete: Callable[[int, str], None]
-    """``kv_delete(plugin, key)``."""
-    call: Callable[[int, str, bytes], bytes]
-    """``call(plugin, name, data_json)``: the function's result as JSON."""
+    """The bound ``pyhost_host_v2 *`` (keeps a cdata table given to :func:`bind` alive)."""
+    log: Callable[[int, str, str, bytes], None]
+    """``log(level, message, request_id, fields_json)``."""
+    settings: Callable[[], bytes]
+    """``settings()``: the calling plugin's settings as a JSON object."""
+    secret: Callable[[str], bytes]
+    """``secret(name)``: the secret's value."""
+    kv_get: Callable[[str], bytes | None]
+    """``kv_get(key)``: the value, or ``None`` when the key is not set."""
+    kv_set: Callable[[str, bytes], None]
+    """``kv_set(key, value)``."""
+    kv_delete: Callable[[str], None]
+    """``kv_delete(key)``."""
+    call: Callable[[str, bytes], bytes]
+    """``call(name, data_json)``: the function's result as JSON."""
 
     def __init__(self, table: Any) -> None:
         table = _table_pointer(table)
@@ -218,52 +219,52 @@ class Binding:
             push((out, view))
             return status, payload
 
-        def log(plugin: int, level: int, message: str, request_id: str, fields: bytes) -> None:
+        def log(level: int, message: str, request_id: str, fields: bytes) -> None:
             text = message.encode("utf-8", "backslashreplace")
             rid = request_id.encode()
             status, payload = invoke(
-                c_log, plugin, level, text, len(text), rid, len(rid), fields, len(fields)
+                c_log, level, text, len(text), rid, len(rid), fields, len(fields)
             )
             if status != OK:
                 raise _failure(status, payload, "log")
 
-        def settings(plugin: int) -> bytes:
-            status, payload = invoke(c_settings, plugin)
+        def settings() -> bytes:
+            status, payload = invoke(c_settings)
             if status != OK:
                 raise _failure(status, payload, "settings")
             return payload
 
-        def secret(plugin: int, name: str) -> bytes:
+        def secret(name: str) -> bytes:
             raw = name.encode()
-            status, payload = invoke(c_secret, plugin, raw, len(raw))
+            status, payload = invoke(c_secret, raw, len(raw))
             if status != OK:
                 raise _failure(status, payload, "secret")
             return payload
 
-        def kv_get(plugin: int, key: str) -> bytes | None:
+        def kv_get(key: str) -> bytes | None:
             raw = key.encode()
-            status, payload = invoke(c_kv_get, plugin, raw, len(raw))
+            status, payload = invoke(c_kv_get, raw, len(raw))
             if status == OK:
                 return payload
             if status == NOT_FOUND:
                 return None
             raise _failure(status, payload, "kv_get")
 
-        def kv_set(plugin: int, key: str, value: bytes) -> None:
+        def kv_set(key: str, value: bytes) -> None:
             raw = key.encode()
-            status, payload = invoke(c_kv_set, plugin, raw, len(raw), value, len(value))
+            status, payload = invoke(c_kv_set, raw, len(raw), value, len(value))
             if status != OK:
                 raise _failure(status, payload, "kv_set")
 
-        def kv_delete(plugin: int, key: str) -> None:
+        def kv_delete(key: str) -> None:
             raw = key.encode()
-            status, payload = invoke(c_kv_delete, plugin, raw, len(raw))
+            status, payload = invoke(c_kv_delete, raw, len(raw))
             if status != OK:
                 raise _failure(status, payload, "kv_delete")
 
-        def call(plugin: int, name: str, data_json: bytes) -> bytes:
+        def call(name: str, data_json: bytes) -> bytes:
             raw = name.encode()
-            status, payload = invoke(c_call, plugin, raw, len(raw), data_json, len(data_json))
+            status, payload = invoke(c_call, raw, len(raw), data_json, len(data_json))
             if status != OK:
                 raise _failure(status, payload, "call")
             return payload
@@ -278,7 +279,7 @@ class Binding:
 
 
 def bind(table: Any) -> Binding:
-    """Bind the ``pyhost_host_v1`` table at ``table``: an address (``int``) or a cdata pointer.
+    """Bind the ``pyhost_host_v2`` table at ``table``: an address (``int``) or a cdata pointer.
 
     Raises :class:`ImportError` when the table is NULL, has NULL entries, or speaks another
     ABI version than this SDK.

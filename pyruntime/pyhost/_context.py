@@ -1,9 +1,9 @@
-"""Which plugin is calling the host, and for which request.
+"""The request the running code handles, for the request id in host log records.
 
-The host sets :data:`current` for every handler task (to the request object) and, while it
-imports a plugin's package, to a :class:`Placeholder` with an empty request id. Host services
-read it to tell the host who is asking; outside the host it keeps its default, plugin ``0``
-with no request.
+The host sets :data:`current` to the request object for every handler task (and for the
+thread of a plain ``def`` handler). It says nothing about *which plugin* is calling: the host
+decides that itself, from the code it is running, so setting :data:`current` cannot make a
+call act as another plugin. Outside a request it keeps its default, with no request id.
 """
 
 from __future__ import annotations
@@ -14,12 +14,7 @@ from typing import Protocol
 
 
 class Caller(Protocol):
-    """What :data:`current` holds: the calling plugin's index and the current request id."""
-
-    @property
-    def plugin(self) -> int:
-        """The plugin's index in the host's plugin list (``_pyhost_host.plugins()``)."""
-        ...
+    """What :data:`current` holds: something with the current request id."""
 
     @property
     def request_id(self) -> str:
@@ -31,23 +26,16 @@ class Caller(Protocol):
 class Placeholder:
     """A :class:`Caller` outside any request: at import time, or outside the host."""
 
-    plugin: int = 0
     request_id: str = ""
 
 
 OUTSIDE = Placeholder()
-"""The default caller: plugin ``0``, no request."""
+"""The default: no request."""
 
 current: ContextVar[Caller] = ContextVar("pyhost.current", default=OUTSIDE)
-"""The caller of host services in the running context (task or thread)."""
+"""The request being handled in the running context (task or thread)."""
 
 
-def caller() -> tuple[int, str]:
-    """Return ``(plugin, request_id)`` of the running context, ``(0, "")`` outside the host."""
-    info = current.get()
-    return info.plugin, info.request_id
-
-
-def current_plugin() -> int:
-    """Return the index of the calling plugin, ``0`` outside the host."""
-    return current.get().plugin
+def request_id() -> str:
+    """Return the id of the request the running context handles, ``""`` outside one."""
+    return current.get().request_id

@@ -197,6 +197,20 @@ class KeyValue(ABC):
     def delete(self, key: str) -> None:
         """Remove ``key``; removing a key that is not set is not an error."""
 
+    async def get_async(self, key: str) -> bytes | None:
+        """:meth:`get` as an awaitable: inside the host it runs off the event loop (use it from
+        ``async def`` handlers, where a slow disk would otherwise stall every request); the
+        in-process host of :mod:`pyhost.testing` runs it directly."""
+        return self.get(key)
+
+    async def set_async(self, key: str, value: bytes | str) -> None:
+        """:meth:`set` as an awaitable (off the event loop inside the host)."""
+        self.set(key, value)
+
+    async def delete_async(self, key: str) -> None:
+        """:meth:`delete` as an awaitable (off the event loop inside the host)."""
+        self.delete(key)
+
 
 class Host(ABC):
     """Services the host offers to the calling plugin.
@@ -234,7 +248,9 @@ class Host(ABC):
 
     @abstractmethod
     async def call_async(self, name: str, data: Any = None) -> Any:
-        """Like :meth:`call`, for an async host function, awaited without blocking the loop."""
+        """Like :meth:`call`, awaited without blocking the loop: an async host function runs
+        on the host's runtime, a plain one on a thread of the host's. Use it from ``async
+        def`` handlers."""
 
 
 # --- inside the host ------------------------------------------------------------------------
@@ -245,27 +261,64 @@ def _key_type_error(key: object) -> TypeError:
 
 
 class _EmbeddedKeyValue(KeyValue):
-    __slots__ = ("_delete", "_get", "_set")
+    __slots__ = ("_async", "_delete", "_errors", "_get", "_set")
 
     def __init__(self, binding: Binding) -> None:
         self._get = binding.kv_get
         self._set = binding.kv_set
         self._delete = binding.kv_delete
+        # The host's module, when it offers the awaitable forms, and the error it raises.
+        self._async: ModuleType | None = None
+        self._errors: tuple[type[BaseException], ...] = ()
 
     def get(self, key: str) -> bytes | None:
         if not isinstance(key, str):
             raise _key_type_error(key)
-        return self._get(current.get().plugin, key)
+        return self._get(key)
 
     def set(self, key: str, value: bytes | str) -> None:
         if not isinstance(key, str):
             raise _key_type_error(key)
-        self._set(current.get().plugin, key, _as_bytes(value))
+        self._set(key, _as_bytes(value))
 
     def delete(self, key: str) -> None:
         if not isinstance(key, str):
             raise _key_type_error(key)
-        self._delete(current.get().plugin, key)
+        self._delete(key)
+
+    async def get_async(self, key: str) -> bytes | None:
+        if not isinstance(key, str):
+            raise _key_type_error(key)
+        module = self._async
+        if module is None:
+            return self.get(key)
+        return await _off_loop(self._errors, module.kv_get_async, key)
+
+    async def set_async(self, key: str, value: bytes | str) -> None:
+        if not isinstance(key, str):
+            raise _key_type_error(key)
+        module = self._async
+        if module is None:
+            return self.set(key, value)
+        await _off_loop(self._errors, module.kv_set_async, key, _as_bytes(value))
+
+    async def delete_async(self, key: str) -> None:
+        if not isinstance(key, str):
+            raise _key_type_error(key)
+        module = self._async
+        if module is None:
+            return self.delete(key)
+        await _off_loop(self._errors, module.kv_delete_async, key)
+
+
+async def _off_loop(
+    errors: tuple[type[BaseException], ...], start: Callable[..., Awaitable[Any]], *args: Any
+) -> Any:
+    # The host checks the grant when the call starts and runs it on one of its threads.
+    try:
+        return await start(*args)
+    except errors as exc:
+        raise _from_call_error(exc) from None
 
 
 def _from_call_error(exc: BaseException) -> HostError:
@@ -273,14 +326,15 @@ def _from_call_error(exc: BaseException) -> HostError:
     args = exc.args
     status = getattr(exc, "status", args[0] if args else Status.ERROR)
     message = getattr(exc, "message", args[1] if len(args) > 1 else "")
-    return error_for_status(int(status), str(message) or "host call_async failed")
+    return error_for_status(int(status), str(message) or "the host call failed")
 
 
 class EmbeddedHost(Host):
     """The host services of the pyhost binary, called through a :class:`~pyhost._abi.Binding`.
 
-    ``call_async`` is ``_pyhost_host.call_async`` (a coroutine function taking the plugin
-    index, the function name and the JSON data) and ``call_error`` the exception it raises,
+    No call names the calling plugin: the host acts for the plugin whose code is running.
+    ``call_async`` is ``_pyhost_host.call_async`` (a coroutine function taking the function
+    name and the JSON data) and ``call_error`` the exception it raises,
     ``_pyhost_host.HostCallError``; :meth:`from_module` takes both from the host's module.
     """
 
@@ -288,7 +342,7 @@ class EmbeddedHost(Host):
         self,
         binding: Binding,
         *,
-        call_async: Callable[[int, str, bytes], Awaitable[bytes]] | None = None,
+        call_async: Callable[[str, bytes], Awaitable[bytes]] | None = None,
         call_error: type[BaseException] | None = None,
     ) -> None:
         self.binding = binding
@@ -300,16 +354,17 @@ class EmbeddedHost(Host):
         self._call_errors: tuple[type[BaseException], ...] = (
             () if call_error is None else (call_error,)
         )
-        self._settings: dict[int, dict[str, Any]] = {}
-        self._fast_call: Callable[[int, str, Any], Any] | None = None
+        self._settings: Callable[[], dict[str, Any]] = lambda: _settings_object(binding.settings())
+        self._fast_call: Callable[[str, Any], Any] | None = None
 
     @classmethod
     def from_module(cls, module: ModuleType) -> EmbeddedHost:
         """Bind the host behind ``module`` (the host's built-in ``_pyhost_host``).
 
         Every service goes through the C table, except the calls a handler may make many
-        times per request (``kv.get``, ``call``, ``log``): when the module offers them as
-        built-in functions, those skip the cffi round trip (about a microsecond each).
+        times per request (``kv.get``, ``call``, ``log``, ``settings``): when the module offers
+        them as built-in functions, those skip the cffi round trip (about a microsecond each).
+        The awaitable forms (``kv.get_async``, ...) are the module's.
         """
         from ._abi import bind
 
@@ -318,8 +373,11 @@ class EmbeddedHost(Host):
             call_async=module.call_async,
             call_error=module.HostCallError,
         )
-        if all(hasattr(module, name) for name in ("kv_get", "call", "log")):
+        if all(hasattr(module, name) for name in ("kv_get", "call", "log", "settings")):
             embedded._use_builtins(module)
+        if all(hasattr(module, f"kv_{name}_async") for name in ("get", "set", "delete")):
+            embedded.kv._async = module
+            embedded.kv._errors = embedded._call_errors
         return embedded
 
     def _use_builtins(self, module: ModuleType) -> None:
@@ -327,57 +385,60 @@ class EmbeddedHost(Host):
         kv_get = module.kv_get
         call = module.call
         log = module.log
+        settings = module.settings
 
-        def fast_get(plugin: int, key: str) -> bytes | None:
+        def fast_get(key: str) -> bytes | None:
             try:
-                return kv_get(plugin, key)
+                return kv_get(key)
             except errors as exc:
                 raise _from_call_error(exc) from None
 
-        def fast_call(plugin: int, name: str, data: Any) -> Any:
+        def fast_call(name: str, data: Any) -> Any:
             try:
-                return call(plugin, name, data)
+                return call(name, data)
             except errors as exc:
                 raise _from_call_error(exc) from None
 
-        def fast_log(plugin: int, level: int, message: str, request_id: str, fields: bytes) -> None:
+        def fast_log(level: int, message: str, request_id: str, fields: bytes) -> None:
             try:
-                log(plugin, level, message, request_id, fields.decode())
+                log(level, message, request_id, fields.decode())
+            except errors as exc:
+                raise _from_call_error(exc) from None
+
+        def fast_settings() -> dict[str, Any]:
+            # The config's settings table, as new objects on every call.
+            try:
+                return settings()
             except errors as exc:
                 raise _from_call_error(exc) from None
 
         self.kv._get = fast_get
         self._log = fast_log
         self._fast_call = fast_call
+        self._settings = fast_settings
 
     def log(self, level: int | str, message: str, **fields: Any) -> None:
         """See :meth:`Host.log`."""
-        info = current.get()
         if type(message) is not str:
             message = str(message)
-        self._log(info.plugin, _level(level), message, info.request_id, _fields_json(fields))
+        self._log(_level(level), message, current.get().request_id, _fields_json(fields))
 
     @property
     def settings(self) -> dict[str, Any]:
-        """See :attr:`Host.settings`; fetched and decoded once per plugin."""
-        plugin = current.get().plugin
-        cached = self._settings.get(plugin)
-        if cached is None:
-            cached = _settings_object(self.binding.settings(plugin))
-            self._settings[plugin] = cached
-        return _copy_json(cached)
+        """See :attr:`Host.settings`; the host builds a fresh copy on every access."""
+        return self._settings()
 
     def secret(self, name: str) -> str:
         """See :meth:`Host.secret`."""
         name = _text_argument(name, "secret names")
-        return self._secret(current.get().plugin, name).decode()
+        return self._secret(name).decode()
 
     def call(self, name: str, data: Any = None) -> Any:
         """See :meth:`Host.call`."""
         name = _text_argument(name, "function names")
         if self._fast_call is not None:
-            return self._fast_call(current.get().plugin, name, data)
-        return _loads(self._call(current.get().plugin, name, _dumps(data)))
+            return self._fast_call(name, data)
+        return _loads(self._call(name, _dumps(data)))
 
     async def call_async(self, name: str, data: Any = None) -> Any:
         """See :meth:`Host.call_async`."""
@@ -387,7 +448,7 @@ class EmbeddedHost(Host):
         if call_async is None:
             raise HostError(Status.ERROR, "this host offers no async host functions")
         try:
-            payload = await call_async(current.get().plugin, name, body)
+            payload = await call_async(name, body)
         except self._call_errors as exc:
             raise _from_call_error(exc) from None
         return _loads(payload)
@@ -597,6 +658,15 @@ class _SelectedKeyValue(KeyValue):
 
     def delete(self, key: str) -> None:
         (self._host._impl or self._host.implementation).kv.delete(key)
+
+    async def get_async(self, key: str) -> bytes | None:
+        return await (self._host._impl or self._host.implementation).kv.get_async(key)
+
+    async def set_async(self, key: str, value: bytes | str) -> None:
+        await (self._host._impl or self._host.implementation).kv.set_async(key, value)
+
+    async def delete_async(self, key: str) -> None:
+        await (self._host._impl or self._host.implementation).kv.delete_async(key)
 
 
 class _SelectedHost(Host):

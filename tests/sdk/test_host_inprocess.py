@@ -109,6 +109,54 @@ def test_kv_checks_types():
         host.kv.set("k", 1)
 
 
+def test_kv_async():
+    store = testing.configure(capabilities=["kv"]).store
+
+    async def run():
+        assert await host.kv.get_async("k") is None
+        await host.kv.set_async("k", b"\x00\x01")
+        await host.kv.set_async("text", "héllo")
+        assert await host.kv.get_async("k") == b"\x00\x01"
+        assert store == {"k": b"\x00\x01", "text": "héllo".encode()}
+        await host.kv.delete_async("k")
+        await host.kv.delete_async("k")
+        assert await host.kv.get_async("k") is None
+
+    asyncio.run(run())
+    assert store == {"text": "héllo".encode()}
+
+
+def test_kv_async_on_an_in_process_host_directly():
+    direct = InProcessHost()
+    asyncio.run(direct.kv.set_async("k", "v"))
+    assert asyncio.run(direct.kv.get_async("k")) == b"v"
+    asyncio.run(direct.kv.delete_async("k"))
+    assert direct.store == {}
+
+
+def test_kv_async_checks_the_capability_and_types():
+    store = testing.configure(capabilities=[]).store
+    cases = [
+        lambda: host.kv.get_async("k"),
+        lambda: host.kv.set_async("k", "v"),
+        lambda: host.kv.delete_async("k"),
+    ]
+    for action in cases:
+        with pytest.raises(CapabilityError) as caught:
+            asyncio.run(action())
+        assert str(caught.value) == denied("kv")
+        assert caught.value.status == Status.DENIED
+    assert store == {}
+    direct = InProcessHost(capabilities=[])
+    with pytest.raises(CapabilityError, match='capability "kv" is not granted'):
+        asyncio.run(direct.kv.get_async("k"))
+    testing.configure()
+    with pytest.raises(TypeError, match="kv keys must be a str, got bytes"):
+        asyncio.run(host.kv.get_async(b"k"))
+    with pytest.raises(TypeError, match="kv values must be bytes or str, got int"):
+        asyncio.run(host.kv.set_async("k", 1))
+
+
 def test_every_configure_starts_with_an_empty_store():
     testing.configure().store["k"] = b"v"
     assert host.kv.get("k") == b"v"
@@ -122,8 +170,11 @@ def test_references_to_host_follow_configure():
     testing.configure(capabilities=[])
     with pytest.raises(CapabilityError):
         kv.get("k")
+    with pytest.raises(CapabilityError):
+        asyncio.run(kv.get_async("k"))
     testing.configure()
     assert kv.get("k") is None
+    assert asyncio.run(kv.get_async("k")) is None
     log("info", "still works")
 
 
@@ -261,7 +312,7 @@ def test_reset_grants_everything_again():
 def test_log_goes_to_the_pyhost_host_logger(caplog):
     testing.configure()
     caplog.set_level(logging.DEBUG, logger="pyhost.host")
-    token = current.set(Placeholder(plugin=0, request_id="req-1"))
+    token = current.set(Placeholder(request_id="req-1"))
     try:
         host.log("info", "hello", user=7, odd={1})
         host.log(logging.DEBUG, "details")

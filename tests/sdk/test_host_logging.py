@@ -129,7 +129,7 @@ def test_root_handler_with_the_embedded_host(fake, binding, logger, root_handler
     from pyhost.host import _selected
 
     _selected._install(EmbeddedHost(binding))
-    token = current.set(Placeholder(plugin=0, request_id="req-5"))
+    token = current.set(Placeholder(request_id="req-5"))
     try:
         logger.debug("in a request", extra={"order": "A-1"})
     finally:

@@ -1,8 +1,10 @@
 //! A Rust service that embeds pyhost.
 //!
 //! It has Rust routes of its own (`/rust/...`), mounts a Python plugin's routes beside them
-//! through [`pyhost::Host::service`], and offers the plugin two host functions: `greet` (sync)
-//! and `slow_double` (async, runs on tokio; cancelled when the plugin's handler is cancelled).
+//! through [`pyhost::Host::service`], and offers the plugin host functions: `greet` (sync),
+//! `slow_double` (async, runs on tokio; cancelled when the plugin's handler is cancelled) and
+//! `slow_lookup` (sync and slow: a blocking call a plugin awaits with `host.call_async`, which
+//! runs it on a blocking thread instead of the event loop).
 //!
 //! ```text
 //! embed-example [serve] [--config FILE] [--listen HOST:PORT]
@@ -21,6 +23,9 @@ use serde_json::{Value, json};
 /// How many `slow_double` calls were dropped before finishing (their handler was cancelled).
 #[derive(Default)]
 struct Counters {
+    /// `slow_lookup` calls begun, and finished.
+    lookups: AtomicU64,
+    lookups_done: AtomicU64,
     started: AtomicU64,
     finished: AtomicU64,
     cancelled: AtomicU64,
@@ -50,6 +55,15 @@ fn host_functions(counters: Arc<Counters>) -> HostFunctions {
             .and_then(Value::as_str)
             .ok_or_else(|| "greet expects {\"name\": <string>}".to_owned())?;
         Ok(json!({ "greeting": format!("Hello, {name}!"), "from": "rust" }))
+    });
+    // A blocking function of the kind a service has (a synchronous client, a slow disk).
+    let lookups = counters.clone();
+    functions.register("slow_lookup", move |data: Value| {
+        lookups.lookups.fetch_add(1, Ordering::Relaxed);
+        let ms = data.get("ms").and_then(Value::as_u64).unwrap_or(50);
+        std::thread::sleep(Duration::from_millis(ms));
+        lookups.lookups_done.fetch_add(1, Ordering::Relaxed);
+        Ok(json!({ "looked_up": data.get("key").cloned().unwrap_or(Value::Null) }))
     });
     functions.register_async("slow_double", move |data: Value| {
         let counters = counters.clone();
@@ -134,6 +148,8 @@ fn run(config_path: &str, listen: Option<&str>) -> Result<(), Box<dyn std::error
                         "started": stats.started.load(Ordering::Relaxed),
                         "finished": stats.finished.load(Ordering::Relaxed),
                         "cancelled": stats.cancelled.load(Ordering::Relaxed),
+                        "lookups": stats.lookups.load(Ordering::Relaxed),
+                        "lookups_done": stats.lookups_done.load(Ordering::Relaxed),
                     }))
                 }
             }),

@@ -22,6 +22,7 @@ use crate::error::StartupError;
 use crate::interpreter::{self, InterpreterInfo, format_exception};
 use crate::loader::{self, LoadedApp};
 use crate::routing::RouteTable;
+use crate::services::identity::{self, PluginCall};
 
 const INVOKE_SOURCE: &str = include_str!("invoke.py");
 
@@ -29,7 +30,7 @@ type Ready = (RouteTable, InterpreterInfo);
 
 /// Loads the handler package on the current thread without serving (for `check`/`routes`).
 pub fn inspect(config: &Config) -> Result<Ready, StartupError> {
-    interpreter::initialize(config)?;
+    interpreter::initialize(config, crate::services::module::register)?;
     stats::attach(|py| load_and_compile(py, config).map(|(ready, _)| ready))
 }
 
@@ -53,7 +54,7 @@ pub fn spawn(
     config: &Config,
     queue: Arc<WakeQueue<Message>>,
 ) -> Result<(Ready, mpsc::Receiver<()>), StartupError> {
-    interpreter::initialize(config)?;
+    interpreter::initialize(config, crate::services::module::register)?;
     let (ready_tx, ready_rx) = mpsc::channel::<Result<Ready, StartupError>>();
     let (stopped_tx, stopped_rx) = mpsc::channel::<()>();
     let thread_config = config.clone();
@@ -156,11 +157,36 @@ fn run_loop(
     install_logging(py)?;
     watchdog::start(py, invoke.getattr("HandlerTimeout")?.unbind())?;
 
-    let is_async = loaded.specs.iter().map(|spec| spec.is_async).collect();
+    let is_async: Vec<bool> = loaded.specs.iter().map(|spec| spec.is_async).collect();
+    let plugins: Vec<u32> = loaded
+        .specs
+        .iter()
+        .map(|spec| u32::try_from(spec.plugin).unwrap_or(u32::MAX))
+        .collect();
+    // A sync handler runs on a pool thread, as its route's plugin.
+    let handlers = loaded
+        .handlers
+        .into_iter()
+        .zip(is_async.iter().zip(&plugins))
+        .map(|(handler, (&is_async, &plugin))| {
+            if is_async {
+                Ok(handler)
+            } else {
+                Py::new(py, PluginCall::new(Some(plugin), handler)).map(Py::into_any)
+            }
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    // Tasks a handler creates are stepped as its plugin.
+    let own_factory = identity::task_factory(py).map(|factory| factory.clone_ref(py));
+    if let Some(factory) = &own_factory {
+        event_loop.call_method1("set_task_factory", (factory,))?;
+    }
     let dispatcher = Dispatcher {
         queue: queue.clone(),
-        handlers: loaded.handlers,
+        handlers,
         is_async,
+        plugins,
+        own_factory,
         invoke_sync,
         create_task: event_loop.getattr("create_task")?.unbind(),
         task_type: py.import("asyncio")?.getattr("Task")?.unbind(),
@@ -198,6 +224,10 @@ struct Dispatcher {
     queue: Arc<WakeQueue<Message>>,
     handlers: Vec<Py<PyAny>>,
     is_async: Vec<bool>,
+    /// Each route's plugin.
+    plugins: Vec<u32>,
+    /// The host's task factory: handler tasks, which run as their plugin already, bypass it.
+    own_factory: Option<Py<PyAny>>,
     invoke_sync: Py<PyAny>,
     create_task: Py<PyAny>,
     /// `asyncio.Task`, called directly unless the loop has a task factory: `create_task` is a
@@ -294,6 +324,7 @@ impl Dispatcher {
                     completer.clone_ref(py),
                     request.into_any(),
                     job_key,
+                    self.plugins[job.route],
                     deadline,
                     held.clone(),
                 );
@@ -349,11 +380,12 @@ impl Dispatcher {
             return Ok(());
         }
         // Checked once per batch: a factory a handler sets applies from the next batch on.
-        let use_factory = !self
-            .event_loop
-            .bind(py)
-            .call_method0("get_task_factory")?
-            .is_none();
+        let factory = self.event_loop.bind(py).call_method0("get_task_factory")?;
+        let use_factory = !factory.is_none()
+            && self
+                .own_factory
+                .as_ref()
+                .is_none_or(|own| !own.bind(py).is(&factory));
         for message in self.queue.drain() {
             match message {
                 Message::Run(job) => self.dispatch(py, *job, use_factory),

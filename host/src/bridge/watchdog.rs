@@ -20,6 +20,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 
 use crate::bridge::completer::Completer;
+use crate::services::identity::Scope;
 
 /// How often the watchdog looks at the running step.
 const POLL: Duration = Duration::from_millis(5);
@@ -119,17 +120,21 @@ pub struct Watched {
     completer: Py<Completer>,
     request: Option<Py<PyAny>>,
     key: u64,
+    /// The plugin that owns the route: host services called during a step act for it.
+    plugin: u32,
     deadline: Option<u64>,
     held: Arc<AtomicU64>,
 }
 
 impl Watched {
-    /// Wraps the coroutine of request `key`; step time is added to `held` (nanoseconds).
+    /// Wraps the coroutine of request `key`, a route of `plugin`; step time is added to `held`
+    /// (nanoseconds).
     pub fn new(
         coroutine: Py<PyAny>,
         completer: Py<Completer>,
         request: Py<PyAny>,
         key: u64,
+        plugin: u32,
         deadline: Option<Instant>,
         held: Arc<AtomicU64>,
     ) -> Self {
@@ -138,6 +143,7 @@ impl Watched {
             completer,
             request: Some(request),
             key,
+            plugin,
             deadline: deadline.map(monotonic_nanos),
             held,
         }
@@ -178,6 +184,7 @@ impl Watched {
     /// the task ends cancelled. GIL: held (`py`).
     fn step(&mut self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
         let mut out: *mut ffi::PyObject = std::ptr::null_mut();
+        let _caller = Scope::enter(Some(self.plugin));
         let started = self.enter(py);
         // SAFETY: the GIL is held; both pointers are live objects owned by this struct or the
         // caller; PyIter_Send stores a new reference (or NULL with an exception set) in `out`.
@@ -255,6 +262,7 @@ impl Watched {
     ) -> PyResult<Py<PyAny>> {
         let coroutine = self.coroutine.clone_ref(py);
         let coroutine = coroutine.bind(py);
+        let _caller = Scope::enter(Some(self.plugin));
         let started = self.enter(py);
         let outcome = match (value, traceback) {
             (None, _) => coroutine.call_method1("throw", (typ,)),
@@ -269,6 +277,8 @@ impl Watched {
     }
 
     fn close(&self, py: Python<'_>) -> PyResult<()> {
+        // Closing runs the handler's `finally` blocks: still its plugin's code.
+        let _caller = Scope::enter(Some(self.plugin));
         self.coroutine.bind(py).call_method0("close").map(|_| ())
     }
 }

@@ -1,12 +1,18 @@
-//! The C table behind `pyhost_host.h` (ABI version 1), bound by the SDK with cffi.
+//! The C table behind `pyhost_host.h` (ABI version 2), bound by the SDK with cffi.
 //!
 //! The functions are reached through pointers in [`TABLE`], never by symbol name, so no linker
-//! flags are needed. cffi releases the GIL around each call; nothing here touches Python.
-//! Panics are caught at the boundary and reported as PYHOST_ERROR.
+//! flags are needed. cffi releases the GIL around each call but stays on the calling thread,
+//! so the caller is the plugin the host is running there ([`super::identity`]); no function
+//! takes it as an argument. Nothing here touches Python. Panics are caught at the boundary and
+//! reported as PYHOST_ERROR.
+//!
+//! Compatibility: the SDK accepts exactly its own `abi_version`. Within a version the table
+//! only grows: entries are appended, never removed, reordered or changed, and `struct_size`
+//! tells an SDK how many the host has. Anything else is a new version.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use super::{ServiceError, services};
+use super::{ServiceError, caller, identity, services};
 
 /// `pyhost_buffer`: bytes allocated by the host, released with `free_buffer`.
 #[repr(C)]
@@ -19,13 +25,12 @@ pub struct Buffer {
 type Status = i32;
 const OK: Status = 0;
 
-/// `pyhost_host_v1`.
+/// `pyhost_host_v2`.
 #[repr(C)]
 pub struct HostTable {
     abi_version: u32,
     struct_size: u32,
     log: unsafe extern "C" fn(
-        u32,
         i32,
         *const u8,
         usize,
@@ -35,18 +40,18 @@ pub struct HostTable {
         usize,
         *mut Buffer,
     ) -> Status,
-    settings: unsafe extern "C" fn(u32, *mut Buffer) -> Status,
-    secret: unsafe extern "C" fn(u32, *const u8, usize, *mut Buffer) -> Status,
-    kv_get: unsafe extern "C" fn(u32, *const u8, usize, *mut Buffer) -> Status,
-    kv_set: unsafe extern "C" fn(u32, *const u8, usize, *const u8, usize, *mut Buffer) -> Status,
-    kv_delete: unsafe extern "C" fn(u32, *const u8, usize, *mut Buffer) -> Status,
-    call: unsafe extern "C" fn(u32, *const u8, usize, *const u8, usize, *mut Buffer) -> Status,
+    settings: unsafe extern "C" fn(*mut Buffer) -> Status,
+    secret: unsafe extern "C" fn(*const u8, usize, *mut Buffer) -> Status,
+    kv_get: unsafe extern "C" fn(*const u8, usize, *mut Buffer) -> Status,
+    kv_set: unsafe extern "C" fn(*const u8, usize, *const u8, usize, *mut Buffer) -> Status,
+    kv_delete: unsafe extern "C" fn(*const u8, usize, *mut Buffer) -> Status,
+    call: unsafe extern "C" fn(*const u8, usize, *const u8, usize, *mut Buffer) -> Status,
     free_buffer: unsafe extern "C" fn(*mut Buffer),
 }
 
 /// The table handed to Python (its address comes from `_pyhost_host.abi_table()`).
 pub static TABLE: HostTable = HostTable {
-    abi_version: 1,
+    abi_version: 2,
     struct_size: std::mem::size_of::<HostTable>() as u32,
     log: host_log,
     settings: host_settings,
@@ -126,7 +131,6 @@ unsafe fn answer(out: *mut Buffer, call: impl FnOnce() -> Result<Vec<u8>, Servic
 
 #[allow(clippy::too_many_arguments)]
 unsafe extern "C" fn host_log(
-    plugin: u32,
     level: i32,
     message: *const u8,
     message_len: usize,
@@ -143,7 +147,7 @@ unsafe extern "C" fn host_log(
         let fields = input(fields, fields_len);
         answer(out, || {
             services()?.log(
-                plugin,
+                identity::current(),
                 level,
                 &String::from_utf8_lossy(message),
                 &String::from_utf8_lossy(request_id),
@@ -154,41 +158,30 @@ unsafe extern "C" fn host_log(
     }
 }
 
-unsafe extern "C" fn host_settings(plugin: u32, out: *mut Buffer) -> Status {
+unsafe extern "C" fn host_settings(out: *mut Buffer) -> Status {
     // SAFETY: `out` follows the header's rules.
-    unsafe { answer(out, || services()?.settings(plugin)) }
+    unsafe { answer(out, || services()?.settings(caller()?)) }
 }
 
-unsafe extern "C" fn host_secret(
-    plugin: u32,
-    name: *const u8,
-    name_len: usize,
-    out: *mut Buffer,
-) -> Status {
+unsafe extern "C" fn host_secret(name: *const u8, name_len: usize, out: *mut Buffer) -> Status {
     // SAFETY: the pointers follow the header's rules.
     unsafe {
         let name = input(name, name_len);
         answer(out, || {
-            services()?.secret(plugin, &text(name, "secret name")?)
+            services()?.secret(caller()?, &text(name, "secret name")?)
         })
     }
 }
 
-unsafe extern "C" fn host_kv_get(
-    plugin: u32,
-    key: *const u8,
-    key_len: usize,
-    out: *mut Buffer,
-) -> Status {
+unsafe extern "C" fn host_kv_get(key: *const u8, key_len: usize, out: *mut Buffer) -> Status {
     // SAFETY: the pointers follow the header's rules.
     unsafe {
         let key = input(key, key_len);
-        answer(out, || services()?.kv_get(plugin, key))
+        answer(out, || services()?.kv_get(caller()?, key))
     }
 }
 
 unsafe extern "C" fn host_kv_set(
-    plugin: u32,
     key: *const u8,
     key_len: usize,
     value: *const u8,
@@ -200,28 +193,24 @@ unsafe extern "C" fn host_kv_set(
         let key = input(key, key_len);
         let value = input(value, value_len);
         answer(out, || {
-            services()?.kv_set(plugin, key, value).map(|()| Vec::new())
+            services()?
+                .kv_set(caller()?, key, value)
+                .map(|()| Vec::new())
         })
     }
 }
 
-unsafe extern "C" fn host_kv_delete(
-    plugin: u32,
-    key: *const u8,
-    key_len: usize,
-    out: *mut Buffer,
-) -> Status {
+unsafe extern "C" fn host_kv_delete(key: *const u8, key_len: usize, out: *mut Buffer) -> Status {
     // SAFETY: the pointers follow the header's rules.
     unsafe {
         let key = input(key, key_len);
         answer(out, || {
-            services()?.kv_delete(plugin, key).map(|()| Vec::new())
+            services()?.kv_delete(caller()?, key).map(|()| Vec::new())
         })
     }
 }
 
 unsafe extern "C" fn host_call(
-    plugin: u32,
     name: *const u8,
     name_len: usize,
     data: *const u8,
@@ -233,7 +222,7 @@ unsafe extern "C" fn host_call(
         let name = input(name, name_len);
         let data = input(data, data_len);
         answer(out, || {
-            services()?.call(plugin, &text(name, "function name")?, data)
+            services()?.call(caller()?, &text(name, "function name")?, data)
         })
     }
 }

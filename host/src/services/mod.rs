@@ -2,11 +2,14 @@
 //! functions registered by the Rust application. Each call is checked against the capabilities
 //! the config grants the calling plugin.
 //!
-//! Python reaches them through the C table in [`abi`] (bound with cffi by the SDK) and, for
-//! async host functions, through the built-in `_pyhost_host` module in [`module`]. Neither path
-//! holds the GIL while a service runs.
+//! Python reaches them through the C table in [`abi`] (bound with cffi by the SDK) and through
+//! the built-in `_pyhost_host` module in [`module`] (the hot calls, and the awaitable forms that
+//! run off the event loop). Neither path holds the GIL while a service runs, and neither takes
+//! the caller from Python: [`identity`] says which plugin's code is running.
 
 pub mod abi;
+mod environment;
+pub mod identity;
 mod kv;
 pub mod module;
 
@@ -16,6 +19,7 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::config::{Capabilities, Config};
 use crate::error::StartupError;
@@ -94,7 +98,7 @@ impl ServiceError {
 struct PluginServices {
     name: String,
     table: String,
-    settings: Vec<u8>,
+    settings: Value,
     secrets: HashMap<String, String>,
     capabilities: Capabilities,
 }
@@ -112,7 +116,9 @@ static SERVICES: OnceLock<Services> = OnceLock::new();
 /// Sets the services up for this process (once: there is one interpreter per process).
 pub fn install(config: &Config, functions: HostFunctions) -> Result<(), StartupError> {
     if SERVICES.get().is_some() {
-        return Ok(());
+        return Err(StartupError::AlreadyStarted {
+            file: config.source.clone(),
+        });
     }
     let kv = match &config.kv_path {
         Some(path) => KvStore::open(path).map_err(|err| StartupError::Interpreter {
@@ -121,13 +127,18 @@ pub fn install(config: &Config, functions: HostFunctions) -> Result<(), StartupE
         })?,
         None => KvStore::memory(),
     };
+    for plugin in &config.plugins {
+        for (name, _) in &plugin.secrets {
+            environment::remove(name);
+        }
+    }
     let plugins = config
         .plugins
         .iter()
         .map(|plugin| PluginServices {
             name: plugin.name.clone(),
             table: plugin.table.clone(),
-            settings: serde_json::to_vec(&plugin.settings).unwrap_or_else(|_| b"{}".to_vec()),
+            settings: plugin.settings.clone(),
             secrets: plugin
                 .secrets
                 .iter()
@@ -136,13 +147,29 @@ pub fn install(config: &Config, functions: HostFunctions) -> Result<(), StartupE
             capabilities: plugin.capabilities.clone(),
         })
         .collect();
-    let _ = SERVICES.set(Services {
-        plugins,
-        kv,
-        functions,
-        runtime: tokio::runtime::Handle::try_current().ok(),
-    });
-    Ok(())
+    SERVICES
+        .set(Services {
+            plugins,
+            kv,
+            functions,
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        })
+        .map_err(|_| StartupError::AlreadyStarted {
+            file: config.source.clone(),
+        })
+}
+
+/// The plugin whose code is calling, as the host recorded it; a call from code the host is
+/// not running for a plugin is refused.
+pub fn caller() -> Result<u32, ServiceError> {
+    identity::current().ok_or_else(|| {
+        ServiceError::Denied(
+            "host services answer only the code the host runs for a plugin (its handlers, the \
+             tasks and threads they start, and its package's import); this call came from \
+             outside them, e.g. from an event-loop callback or a task factory of its own"
+                .to_owned(),
+        )
+    })
 }
 
 /// The installed services.
@@ -164,16 +191,20 @@ impl Services {
         self.plugins.iter().map(|p| p.name.clone()).collect()
     }
 
-    /// Writes a plugin's log record into the host log.
+    /// Writes a plugin's log record into the host log; a record from outside any plugin's
+    /// code (an event-loop callback) is logged with the plugin `-`.
     pub fn log(
         &self,
-        plugin: u32,
+        plugin: Option<u32>,
         level: i32,
         message: &str,
         request_id: &str,
         fields: &str,
     ) -> Result<(), ServiceError> {
-        let name = &self.plugin(plugin)?.name;
+        let name = match plugin {
+            Some(plugin) => self.plugin(plugin)?.name.as_str(),
+            None => "-",
+        };
         let fields = if fields.is_empty() || fields == "{}" {
             ""
         } else {
@@ -195,7 +226,12 @@ impl Services {
 
     /// The plugin's settings as JSON.
     pub fn settings(&self, plugin: u32) -> Result<Vec<u8>, ServiceError> {
-        Ok(self.plugin(plugin)?.settings.clone())
+        Ok(serde_json::to_vec(&self.plugin(plugin)?.settings).unwrap_or_else(|_| b"{}".to_vec()))
+    }
+
+    /// The plugin's settings.
+    pub fn settings_value(&self, plugin: u32) -> Result<&Value, ServiceError> {
+        Ok(&self.plugin(plugin)?.settings)
     }
 
     /// A secret the config names for the plugin.
@@ -279,8 +315,9 @@ impl Services {
         function(input).map_err(ServiceError::Failed)
     }
 
-    /// Starts a registered async function with JSON `data`; the future runs on the host's
-    /// tokio runtime and is aborted when dropped.
+    /// Starts the function `name` with JSON `data`, for an awaiting Python task: an async
+    /// function runs on the host's tokio runtime and is aborted when the future is dropped; a
+    /// sync one runs on a blocking thread, so a slow one never stalls the event loop.
     pub fn call_async(
         &self,
         plugin: u32,
@@ -289,26 +326,58 @@ impl Services {
     ) -> Result<impl Future<Output = Result<Vec<u8>, ServiceError>> + Send + 'static, ServiceError>
     {
         self.check_call(plugin, name)?;
-        let function = self
-            .functions
-            .asynchronous
-            .get(name)
-            .ok_or_else(|| ServiceError::NoSuchFunction(name.to_owned()))?
-            .clone();
         let input = parse_json(data)?;
         let runtime = self.runtime.clone();
-        Ok(async move {
-            let future = function(input);
-            let output = match runtime {
-                Some(runtime) => {
-                    let task = AbortOnDrop(runtime.spawn(future));
-                    task.await
+        let function: HostFuture = if let Some(function) = self.functions.asynchronous.get(name) {
+            let function = function.clone();
+            Box::pin(async move {
+                let future = function(input);
+                match runtime {
+                    Some(runtime) => AbortOnDropHandle::new(runtime.spawn(future))
+                        .await
+                        .unwrap_or_else(|err| Err(format!("host function failed: {err}"))),
+                    None => future.await,
                 }
-                None => future.await,
-            };
-            let output = output.map_err(ServiceError::Failed)?;
+            })
+        } else if let Some(function) = self.functions.sync.get(name) {
+            let function = function.clone();
+            let job = blocking(runtime, move || function(input));
+            Box::pin(async move { job.await.unwrap_or_else(|err| Err(err.to_string())) })
+        } else {
+            return Err(ServiceError::NoSuchFunction(name.to_owned()));
+        };
+        Ok(async move {
+            let output = function.await.map_err(ServiceError::Failed)?;
             serde_json::to_vec(&output).map_err(|err| ServiceError::Failed(err.to_string()))
         })
+    }
+
+    /// Checks that `plugin` may use the key-value store, for the awaitable forms, which then
+    /// run the store's call on a blocking thread.
+    pub fn kv_allowed(&self, plugin: u32) -> Result<(), ServiceError> {
+        self.kv_plugin(plugin).map(|_| ())
+    }
+}
+
+/// Runs `work` on a blocking thread of the host's runtime (or of the runtime polling the
+/// future), off the event loop.
+pub async fn blocking<T: Send + 'static>(
+    runtime: Option<tokio::runtime::Handle>,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ServiceError> {
+    let handle = match runtime {
+        Some(runtime) => runtime.spawn_blocking(work),
+        None => tokio::task::spawn_blocking(work),
+    };
+    handle
+        .await
+        .map_err(|err| ServiceError::Failed(format!("the host's worker failed: {err}")))
+}
+
+impl Services {
+    /// The runtime host calls run on, when the host was started inside one.
+    pub fn runtime(&self) -> Option<tokio::runtime::Handle> {
+        self.runtime.clone()
     }
 }
 
@@ -320,24 +389,22 @@ fn parse_json(data: &[u8]) -> Result<Value, ServiceError> {
         .map_err(|err| ServiceError::Invalid(format!("data is not JSON: {err}")))
 }
 
-/// A spawned task that is aborted when the awaiting side goes away (Python cancelled it).
-struct AbortOnDrop(tokio::task::JoinHandle<Result<Value, String>>);
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Future for AbortOnDrop {
-    type Output = Result<Value, String>;
-
-    fn poll(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|joined| joined.unwrap_or_else(|err| Err(format!("host function failed: {err}"))))
-    }
-}
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+    #[test]
+    fn a_second_start_in_one_process_is_refused() {
+        let source = std::env::temp_dir().join("pyhost-services-test.toml");
+        let config = Config::parse("[app]\nmodule = \"m\"\n", &source).expect("valid config");
+        install(&config, HostFunctions::default()).expect("first start");
+        let mut functions = HostFunctions::default();
+        functions.register("late", |_| Ok(Value::Null));
+        let err = install(&config, functions).expect_err("second start");
+        assert!(matches!(err, StartupError::AlreadyStarted { .. }), "{err}");
+        assert!(err.to_string().contains("runs one host"), "{err}");
+        // The first start's services stay: the late function was not silently dropped in
+        // their place, it was refused.
+        assert!(services().expect("installed").functions.sync.is_empty());
     }
 }

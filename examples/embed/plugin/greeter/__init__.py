@@ -36,3 +36,25 @@ async def count_visit(request: Request) -> dict[str, int]:
     visits = int(host.kv.get("visits") or b"0") + 1
     host.kv.set("visits", str(visits))
     return {"visits": visits}
+
+
+@router.get("/lookup/{key}")
+async def lookup(request: Request) -> dict[str, object]:
+    """A slow sync host function, awaited: it runs on a host thread, the loop serves on."""
+    ms = int(request.query_params.get("ms", "50"))
+    return await host.call_async("slow_lookup", {"key": request.path_params["key"], "ms": ms})
+
+
+@router.get("/lookup-blocking/{key}")
+async def lookup_blocking(request: Request) -> dict[str, object]:
+    """The same call made synchronously: the event loop waits for it (for comparison)."""
+    ms = int(request.query_params.get("ms", "50"))
+    return host.call("slow_lookup", {"key": request.path_params["key"], "ms": ms})
+
+
+@router.post("/visits-async")
+async def count_visit_async(request: Request) -> dict[str, int]:
+    """The key-value store through its awaitable forms, off the event loop."""
+    visits = int(await host.kv.get_async("visits-async") or b"0") + 1
+    await host.kv.set_async("visits-async", str(visits))
+    return {"visits": visits}

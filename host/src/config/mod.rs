@@ -1,0 +1,286 @@
+//! The TOML config file: what to serve, where to listen, and the limits to enforce.
+//!
+//! Loading is strict: an unknown key, a wrong type or a missing directory is an error that names
+//! the file, the key and what was expected. Relative paths are resolved against the directory
+//! holding the config file, so a config works from whatever directory the host is started in.
+//!
+//! Two steps: [`file`] reads the text into the file's shape (types and defaults only), and
+//! [`check`] turns that into a [`Config`], checking every value and reading what the file
+//! names (directories, the virtualenv, secrets from the environment).
+
+mod check;
+mod file;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+
+/// Everything the host needs to know to load and serve one handler package.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this config was read from (absolute), for error messages.
+    pub source: PathBuf,
+    /// Listener, limits and behaviour of the HTTP server.
+    pub server: ServerConfig,
+    /// Virtualenv whose site-packages become importable (`app.venv`), absolute.
+    pub venv: Option<PathBuf>,
+    /// Every plugin, the `[app]` package first (index 0, mounted at `/`), then the
+    /// `[plugins.NAME]` tables in name order. The index is the plugin's id in the host ABI.
+    pub plugins: Vec<PluginConfig>,
+    /// Where the key-value store lives; `None` keeps it in memory.
+    pub kv_path: Option<PathBuf>,
+}
+
+/// One handler package mounted at a path prefix, with what it is allowed to use.
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    /// `app` for the `[app]` table, else the `NAME` of `[plugins.NAME]`.
+    pub name: String,
+    /// The config table it came from (`app`, `plugins.billing`), for messages.
+    pub table: String,
+    /// Module (or package) that defines the router.
+    pub module: String,
+    /// Attribute of `module` holding the `pyhost.Router`.
+    pub router: String,
+    /// Directories put at the front of `sys.path`, absolute.
+    pub paths: Vec<PathBuf>,
+    /// Path prefix of every route (`""` for the app).
+    pub prefix: String,
+    /// The `settings` table, as JSON.
+    pub settings: serde_json::Value,
+    /// Secrets by name, read from the environment at start-up.
+    pub secrets: Vec<(String, Secret)>,
+    /// What the plugin may use besides logging and its own settings.
+    pub capabilities: Capabilities,
+}
+
+/// A secret value; its `Debug` form never shows it.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Capabilities granted in a plugin's `capabilities` list.
+#[derive(Debug, Clone, Default)]
+pub struct Capabilities {
+    /// `"kv"`: the key-value store.
+    pub kv: bool,
+    /// `"call:*"`: every host function.
+    pub all_calls: bool,
+    /// `"call:NAME"`: these host functions.
+    pub calls: Vec<String>,
+}
+
+impl Capabilities {
+    /// Whether host function `name` may be called.
+    pub fn may_call(&self, name: &str) -> bool {
+        self.all_calls || self.calls.iter().any(|granted| granted == name)
+    }
+}
+
+/// The `[server]` table.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to bind; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    pub body_limit: u64,
+    /// Put exception text and tracebacks into 500 responses.
+    pub debug: bool,
+    /// How long in-flight requests may run after SIGINT/SIGTERM.
+    pub shutdown_grace: Duration,
+    /// Threads that run plain `def` handlers off the event loop.
+    pub sync_threads: usize,
+    /// Which asyncio event loop implementation to run.
+    pub event_loop: EventLoopKind,
+    /// Default time a handler may run before the client gets 504 (None: no limit).
+    pub request_timeout: Option<Duration>,
+    /// Time to receive a request head; also how long an idle keep-alive connection is kept.
+    pub header_timeout: Duration,
+    /// Time to receive a request body once its head has arrived.
+    pub body_timeout: Duration,
+    /// Requests being handled at once before new ones get 503.
+    pub max_in_flight: usize,
+    /// Most request headers accepted (more: 431).
+    pub max_headers: usize,
+    /// Largest request head (request line and headers) in bytes (larger: 431).
+    pub max_head_size: usize,
+    /// Longest request target (path and query) in bytes (longer: 414).
+    pub max_url_length: usize,
+    /// Cancel a handler whose client disconnected before the response.
+    pub cancel_on_disconnect: bool,
+    /// Run the server's threads under Linux's `SCHED_BATCH` policy (see [`crate::sched`]).
+    pub sched_batch: bool,
+}
+
+/// Event loop implementation for the interpreter's loop thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventLoopKind {
+    /// uvloop when it is importable, asyncio's default loop otherwise.
+    Auto,
+    /// The standard library's loop.
+    Asyncio,
+    /// uvloop; failing to import it is a start-up error.
+    Uvloop,
+}
+
+impl Config {
+    /// Reads and checks the config file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let source = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let text = std::fs::read_to_string(&source).map_err(|err| ConfigError::Read {
+            file: source.clone(),
+            source: err,
+        })?;
+        Self::parse(&text, &source)
+    }
+
+    /// Parses config text as if it had been read from `source` (used for relative paths and
+    /// error messages).
+    pub fn parse(text: &str, source: &Path) -> Result<Self, ConfigError> {
+        let file = source.to_path_buf();
+        let deserializer = toml::Deserializer::parse(text).map_err(|err| ConfigError::Syntax {
+            file: file.clone(),
+            message: err.to_string(),
+        })?;
+        let raw: file::RawConfig =
+            serde_path_to_error::deserialize(deserializer).map_err(|err| {
+                let mut key = err.path().to_string();
+                let message = err.into_inner().message().trim().to_owned();
+                // serde reports a missing key at its parent table; name the key itself.
+                if let Some(field) = message
+                    .strip_prefix("missing field `")
+                    .and_then(|rest| rest.strip_suffix('`'))
+                {
+                    key = if key == "." {
+                        field.to_owned()
+                    } else {
+                        format!("{key}.{field}")
+                    };
+                }
+                ConfigError::Invalid {
+                    file: file.clone(),
+                    key: if key == "." {
+                        "(top level)".to_owned()
+                    } else {
+                        key
+                    },
+                    message,
+                }
+            })?;
+        check::config(raw, file)
+    }
+}
+
+/// Parses `HOST:PORT` (`localhost` is accepted as a host name for the loopback address).
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let expected = || format!("expected HOST:PORT such as \"127.0.0.1:8000\", got {text:?}");
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    match text.rsplit_once(':') {
+        Some(("localhost", port)) => port
+            .parse::<u16>()
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+            .map_err(|_| expected()),
+        _ => Err(expected()),
+    }
+}
+
+/// Checks that `venv` looks like a virtualenv.
+pub fn check_venv(venv: &Path) -> Result<(), String> {
+    if !venv.is_dir() {
+        return Err(format!(
+            "expected a virtualenv directory, {} does not exist",
+            venv.display()
+        ));
+    }
+    if !venv.join("pyvenv.cfg").is_file() {
+        return Err(format!(
+            "expected a virtualenv, {} has no pyvenv.cfg",
+            venv.display()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir();
+        Config::parse(text, &dir.join("pyhost-test.toml"))
+    }
+
+    #[test]
+    fn defaults_fill_the_server_table() {
+        let config = parse("[app]\nmodule = \"hello\"\npaths = [\".\"]\n").expect("valid config");
+        assert_eq!(config.server.listen, "127.0.0.1:8000".parse().unwrap());
+        assert_eq!(config.server.body_limit, 1024 * 1024);
+        assert_eq!(config.plugins[0].router, "router");
+        assert_eq!(config.plugins[0].prefix, "");
+        assert!(!config.server.debug);
+    }
+
+    #[test]
+    fn sizes_accept_strings_and_integers() {
+        let config = parse("[server]\nbody_limit = \"2 KiB\"\n[app]\nmodule = \"m\"\n").unwrap();
+        assert_eq!(config.server.body_limit, 2048);
+        let config = parse("[server]\nbody_limit = 100\n[app]\nmodule = \"m\"\n").unwrap();
+        assert_eq!(config.server.body_limit, 100);
+    }
+
+    #[test]
+    fn unknown_key_names_the_key() {
+        let err = parse("[server]\nlisten_on = \"x\"\n[app]\nmodule = \"m\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("listen_on"), "{text}");
+        assert!(text.contains("pyhost-test.toml"), "{text}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key_path() {
+        let err = parse("[server]\ndebug = \"yes\"\n[app]\nmodule = \"m\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("server.debug"), "{text}");
+        assert!(text.contains("bool"), "{text}");
+    }
+
+    #[test]
+    fn bad_listen_address_is_rejected() {
+        let err = parse("[server]\nlisten = \"nowhere\"\n[app]\nmodule = \"m\"\n").unwrap_err();
+        assert!(err.to_string().contains("server.listen"));
+    }
+
+    #[test]
+    fn missing_directory_is_rejected() {
+        let err = parse("[app]\nmodule = \"m\"\npaths = [\"no-such-dir-xyz\"]\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("app.paths[0]"), "{text}");
+        assert!(text.contains("no-such-dir-xyz"), "{text}");
+    }
+
+    #[test]
+    fn module_name_must_be_dotted_identifier() {
+        assert!(parse("[app]\nmodule = \"a-b\"\n").is_err());
+        assert!(parse("[app]\nmodule = \"a.b_c\"\n").is_ok());
+    }
+
+    #[test]
+    fn missing_app_table_is_reported() {
+        let err = parse("[server]\n").unwrap_err();
+        assert!(err.to_string().contains("key `app`"), "{err}");
+        let err = parse("[app]\nrouter = \"r\"\n").unwrap_err();
+        assert!(err.to_string().contains("key `app.module`"), "{err}");
+    }
+}
