@@ -33,6 +33,8 @@ lint: venv
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(VENV)/bin/ruff check pyruntime tests examples bench scripts
 	$(VENV)/bin/ruff format --check pyruntime tests examples bench scripts
+	$(VENV)/bin/mypy --strict --config-file pyruntime/pyproject.toml pyruntime/pyhost
+	$(VPY) -m pytest --doctest-modules pyruntime/pyhost -q
 
 rust-test:
 	$(CARGO) test --workspace

@@ -6,21 +6,22 @@ package, so the header stays the one description of the ABI.
 
 A :class:`Binding` turns the table's function pointers into Python callables that take and
 return plain ``str`` / ``bytes``, release every buffer the host fills (once, also when the call
-fails) and raise :class:`~pyhost.host.HostError` for a failed status. :func:`bind` accepts any
-table address, which is how the tests run the binding against a table of ``ffi.callback``
+fails) and raise :class:`~pyhost.errors.HostError` for a failed status. :func:`bind` accepts
+any table address, which is how the tests run the binding against a table of ``ffi.callback``
 functions, without the host.
 """
 
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import Callable
 from importlib import resources
 from typing import Any, Final
 
 from cffi import FFI
 
-from .host import HostError, Status, error_for_status
+from .errors import HostError, Status, error_for_status
 
 HEADER: Final = "pyhost_host.h"
 """The header's file name inside the package's ``include`` directory."""
@@ -80,7 +81,7 @@ _mismatched = {
     if CONSTANTS.get(f"PYHOST_{status.name}") != status.value
 }
 if _mismatched:
-    raise ImportError(f"pyhost.host.Status does not match {HEADER}: {_mismatched}")
+    raise ImportError(f"pyhost.errors.Status does not match {HEADER}: {_mismatched}")
 
 _FUNCTIONS: Final = (
     "log",
@@ -135,7 +136,7 @@ class Binding:
     Text arguments are ``str`` (sent as UTF-8), data arguments and results ``bytes``. No call
     names the calling plugin: the host acts for the plugin whose code runs on the calling
     thread. A status other than ``PYHOST_OK`` raises the
-    matching :class:`~pyhost.host.HostError` with the host's message, except ``kv_get``, which
+    matching :class:`~pyhost.errors.HostError` with the host's message, except ``kv_get``, which
     returns ``None`` for ``PYHOST_NOT_FOUND``.
     """
 
@@ -186,7 +187,9 @@ class Binding:
         push = pool.append
         new = ffi.new
         cast = ffi.cast
-        unpack = ffi.unpack
+        # Read through the `char *` view, ffi.unpack always gives bytes; the stubs allow any of
+        # its result types (bytes, str, list), so this says which one it is here.
+        unpack = typing.cast("Callable[[Any, int], bytes]", ffi.unpack)
         null = ffi.NULL
         free = table.free_buffer
         c_log = table.log

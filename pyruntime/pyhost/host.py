@@ -13,7 +13,6 @@ Anywhere else (pytest, a REPL) it runs in-process, set up by :func:`pyhost.testi
 
 from __future__ import annotations
 
-import enum
 import inspect
 import json
 import logging
@@ -21,9 +20,10 @@ import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from ._context import current
+from .errors import CapabilityError, HostError, Status, error_for_status
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -43,61 +43,6 @@ __all__ = [
     "host",
     "host_logging_handler",
 ]
-
-
-class Status(enum.IntEnum):
-    """Status codes of the host ABI (``PYHOST_*`` in ``pyhost_host.h``)."""
-
-    OK = 0
-    NOT_FOUND = 1
-    DENIED = 2
-    ERROR = 3
-    INVALID = 4
-    NO_SUCH_FUNCTION = 5
-
-
-class HostError(Exception):
-    """A host service failed; ``status`` is the host's status code, the message the host's.
-
-    ``str(error)`` is the host's message.
-    """
-
-    status: int
-    message: str
-
-    def __new__(cls, status: int, message: str) -> HostError:
-        # Only the message goes to the base constructor, so that CapabilityError, which is
-        # also an OSError, does not read (status, message) as (errno, strerror).
-        return super().__new__(cls, message)
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = Status(status) if status in Status._value2member_map_ else status
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({int(self.status)!r}, {self.message!r})"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.status, self.message)
-
-
-class CapabilityError(HostError, PermissionError):
-    """The config does not grant the calling plugin the capability a service needs.
-
-    The message names the capability and the config key that grants it.
-    """
-
-
-def error_for_status(status: int, message: str) -> HostError:
-    """Return the exception for a failed host call: :class:`CapabilityError` for
-    ``PYHOST_DENIED``, :class:`HostError` for any other status."""
-    if status == Status.DENIED:
-        return CapabilityError(status, message)
-    return HostError(status, message)
 
 
 # --- shared helpers -------------------------------------------------------------------------
@@ -256,6 +201,19 @@ class Host(ABC):
 # --- inside the host ------------------------------------------------------------------------
 
 
+_T = TypeVar("_T")
+
+
+class _AsyncKeyValueModule(Protocol):
+    # The awaitable kv forms of the host's `_pyhost_host` module: each checks the grant when
+    # called and returns an awaitable that does the work off the event loop.
+    def kv_get_async(self, key: str, /) -> Awaitable[bytes | None]: ...
+
+    def kv_set_async(self, key: str, value: bytes, /) -> Awaitable[None]: ...
+
+    def kv_delete_async(self, key: str, /) -> Awaitable[None]: ...
+
+
 def _key_type_error(key: object) -> TypeError:
     return TypeError(f"kv keys must be a str, got {type(key).__name__}")
 
@@ -268,7 +226,7 @@ class _EmbeddedKeyValue(KeyValue):
         self._set = binding.kv_set
         self._delete = binding.kv_delete
         # The host's module, when it offers the awaitable forms, and the error it raises.
-        self._async: ModuleType | None = None
+        self._async: _AsyncKeyValueModule | None = None
         self._errors: tuple[type[BaseException], ...] = ()
 
     def get(self, key: str) -> bytes | None:
@@ -312,8 +270,8 @@ class _EmbeddedKeyValue(KeyValue):
 
 
 async def _off_loop(
-    errors: tuple[type[BaseException], ...], start: Callable[..., Awaitable[Any]], *args: Any
-) -> Any:
+    errors: tuple[type[BaseException], ...], start: Callable[..., Awaitable[_T]], *args: Any
+) -> _T:
     # The host checks the grant when the call starts and runs it on one of its threads.
     try:
         return await start(*args)
@@ -337,6 +295,8 @@ class EmbeddedHost(Host):
     name and the JSON data) and ``call_error`` the exception it raises,
     ``_pyhost_host.HostCallError``; :meth:`from_module` takes both from the host's module.
     """
+
+    kv: _EmbeddedKeyValue
 
     def __init__(
         self,
@@ -366,6 +326,8 @@ class EmbeddedHost(Host):
         them as built-in functions, those skip the cffi round trip (about a microsecond each).
         The awaitable forms (``kv.get_async``, ...) are the module's.
         """
+        # Imported here: loading cffi and parsing the header is start-up time that code outside
+        # the host (tests, a REPL) never needs.
         from ._abi import bind
 
         embedded = cls(
@@ -382,10 +344,11 @@ class EmbeddedHost(Host):
 
     def _use_builtins(self, module: ModuleType) -> None:
         errors = self._call_errors
-        kv_get = module.kv_get
-        call = module.call
-        log = module.log
-        settings = module.settings
+        # The module's built-ins, with the types the host gives them.
+        kv_get: Callable[[str], bytes | None] = module.kv_get
+        call: Callable[[str, Any], Any] = module.call
+        log: Callable[[int, str, str, str], None] = module.log
+        settings: Callable[[], dict[str, Any]] = module.settings
 
         def fast_get(key: str) -> bytes | None:
             try:
@@ -567,7 +530,7 @@ class InProcessHost(Host):
     @property
     def settings(self) -> dict[str, Any]:
         """See :attr:`Host.settings`."""
-        return _copy_json(self._settings)
+        return {key: _copy_json(value) for key, value in self._settings.items()}
 
     def secret(self, name: str) -> str:
         """See :meth:`Host.secret`."""
