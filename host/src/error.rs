@@ -2,36 +2,7 @@
 
 use std::path::PathBuf;
 
-/// A problem with the config file.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("config file {}: cannot read it: {source}", file.display())]
-    Read {
-        /// The config file.
-        file: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML.
-    #[error("config file {}: invalid TOML: {message}", file.display())]
-    Syntax {
-        /// The config file.
-        file: PathBuf,
-        /// The parser's message, with line and column.
-        message: String,
-    },
-    /// A key is unknown, missing, of the wrong type or has an unusable value.
-    #[error("config file {}: key `{key}`: {message}", file.display())]
-    Invalid {
-        /// The config file.
-        file: PathBuf,
-        /// Dotted path of the offending key, such as `server.listen`.
-        key: String,
-        /// What was wrong and what was expected.
-        message: String,
-    },
-}
+pub use pyhost_core::error::ConfigError;
 
 /// A problem found while starting the host: config, interpreter, handler package or routes.
 #[derive(Debug, thiserror::Error)]

@@ -14,8 +14,8 @@ use std::sync::OnceLock;
 use pyo3::ffi;
 use pyo3::prelude::*;
 
-use crate::config::Config;
 use crate::error::StartupError;
+use pyhost_core::config::Config;
 
 /// The interpreter executable pyo3 was configured with when this binary was built.
 const BUILD_PYTHON: &str = env!("PYHOST_BUILD_PYTHON");
@@ -42,9 +42,11 @@ pub fn venv_for(config: &Config) -> Result<Option<VenvChoice>, StartupError> {
     match std::env::var_os("VIRTUAL_ENV") {
         Some(value) if !value.is_empty() => {
             let path = PathBuf::from(value);
-            crate::config::check_venv(&path).map_err(|message| StartupError::Interpreter {
-                file: config.source.clone(),
-                message: format!("VIRTUAL_ENV: {message}"),
+            pyhost_core::config::check_venv(&path).map_err(|message| {
+                StartupError::Interpreter {
+                    file: config.source.clone(),
+                    message: format!("VIRTUAL_ENV: {message}"),
+                }
             })?;
             Ok(Some(VenvChoice {
                 path,

@@ -29,23 +29,16 @@
 
 mod bridge;
 mod bundled_sdk;
-pub mod config;
 pub mod error;
-#[doc(hidden)]
-pub mod fuzzing;
 mod interpreter;
 mod loader;
-mod reply;
-mod request;
-mod routing;
 pub mod sched;
 pub mod server;
 mod service;
 mod services;
 mod signals;
-mod spec;
-mod target;
-mod validation;
+
+pub use pyhost_core::config;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -171,7 +164,7 @@ fn report(
     })
 }
 
-fn route_infos(table: &routing::RouteTable, config: &Config) -> Vec<RouteInfo> {
+fn route_infos(table: &pyhost_core::routing::RouteTable, config: &Config) -> Vec<RouteInfo> {
     table
         .routes()
         .map(|route| RouteInfo {

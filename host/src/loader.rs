@@ -7,11 +7,11 @@
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use crate::config::{Config, PluginConfig};
 use crate::error::StartupError;
 use crate::interpreter::format_exception;
 use crate::services::identity::Scope;
-use crate::spec::RouteSpec;
+use pyhost_core::config::{Config, PluginConfig};
+use pyhost_core::spec::RouteSpec;
 
 /// The loaded plugins: route specs and, at the same positions, their handlers.
 pub struct LoadedApp {

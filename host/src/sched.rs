@@ -12,7 +12,7 @@
 //! The policy only changes how runnable threads of equal priority take turns; it needs no
 //! privileges and leaves the nice value alone.
 
-use crate::config::ServerConfig;
+use pyhost_core::config::ServerConfig;
 
 /// Applies `server.sched_batch` to the calling thread (and the threads it starts later). A
 /// failure is logged, not fatal: the server works under any policy, only slower.

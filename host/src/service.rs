@@ -10,31 +10,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use http::header::{CONNECTION, CONTENT_LENGTH};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use crate::bridge::Bridge;
-use crate::config::ServerConfig;
-use crate::reply::Reply;
-use crate::request::RequestData;
-use crate::routing::{Lookup, Route};
-use crate::target::{self, TargetError};
-use crate::validation::{self, FieldError};
+use pyhost_core::admission::{Admission, Rejection, Routed};
+use pyhost_core::config::ServerConfig;
+use pyhost_core::reply::Reply;
 
 /// The host's request handler: stateless apart from the bridge and the request counter.
 pub struct HttpService {
     bridge: Arc<Bridge>,
-    body_limit: u64,
+    /// What is checked before a handler sees a request (`pyhost_core::admission`).
+    admission: Admission,
     body_timeout: Duration,
     request_timeout: Option<Duration>,
-    max_url_length: usize,
-    max_head_size: usize,
-    max_headers: usize,
     cancel_on_disconnect: bool,
     in_flight: Arc<tokio::sync::Semaphore>,
-    default_host: String,
     id_prefix: String,
     next_id: AtomicU64,
 }
@@ -47,14 +41,6 @@ struct Answer {
 }
 
 impl Answer {
-    fn new(reply: Reply) -> Self {
-        Self {
-            reply,
-            head: false,
-            close: false,
-        }
-    }
-
     /// An answer after which the connection is closed: what is left of the request in the
     /// connection cannot be trusted or is not worth reading.
     fn closing(reply: Reply) -> Self {
@@ -62,6 +48,16 @@ impl Answer {
             reply,
             head: false,
             close: true,
+        }
+    }
+}
+
+impl From<Rejection> for Answer {
+    fn from(rejection: Rejection) -> Self {
+        Self {
+            reply: rejection.reply,
+            head: false,
+            close: rejection.close,
         }
     }
 }
@@ -76,15 +72,11 @@ impl HttpService {
             ^ u64::from(std::process::id());
         Self {
             bridge,
-            body_limit: server.body_limit,
+            admission: Admission::new(server),
             body_timeout: server.body_timeout,
             request_timeout: server.request_timeout,
-            max_url_length: server.max_url_length,
-            max_head_size: server.max_head_size,
-            max_headers: server.max_headers,
             cancel_on_disconnect: server.cancel_on_disconnect,
             in_flight: Arc::new(tokio::sync::Semaphore::new(server.max_in_flight)),
-            default_host: server.listen.to_string(),
             id_prefix: format!("{:08x}", (seed ^ (seed >> 32)) as u32),
             next_id: AtomicU64::new(1),
         }
@@ -132,94 +124,44 @@ impl HttpService {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (parts, body) = request.into_parts();
-        let (routed, permit) = match self.route(&parts, client, request_id) {
+        let (routed, permit) = match self.route(&parts) {
             Ok(routed) => routed,
             Err(answer) => return Step::Done(answer),
         };
+        let request = Admitted {
+            parts,
+            routed,
+            client,
+            request_id: request_id.clone(),
+            permit,
+        };
         // Most requests (a GET) have no body at all: no read, and no body timer to arm.
         if body.is_end_stream() {
-            return match self.submit(parts, routed, Bytes::new(), permit) {
+            return match self.submit(request, Bytes::new()) {
                 Ok(pending) => Step::Wait(pending),
                 Err(answer) => Step::Done(answer),
             };
         }
         let service = self.clone();
         Step::ReadBody(Box::pin(async move {
-            let body = match service.read_body(body, &parts.headers).await {
+            let body = match service.read_body(body, &request.parts.headers).await {
                 Ok(body) => body,
                 Err(answer) => return answer,
             };
-            let request_id = routed.request_id.clone();
-            match service.submit(parts, routed, body, permit) {
+            let request_id = request.request_id.clone();
+            match service.submit(request, body) {
                 Ok(pending) => service.wait(pending, &request_id).await,
                 Err(answer) => answer,
             }
         }))
     }
 
-    /// Checks the head and routes it: everything decided before the body is read.
+    /// Admits the head and routes it, then takes an in-flight slot.
     fn route(
         &self,
         parts: &http::request::Parts,
-        client: Option<SocketAddr>,
-        request_id: &Arc<str>,
     ) -> Result<(Routed, OwnedSemaphorePermit), Answer> {
-        let target_length = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
-        // Both head limits are enforced here rather than by hyper, whose own answer has no
-        // body and no request id: hyper stops only heads far beyond them (`server.rs`). Its
-        // bound on the head size is also its read buffer's, which varies with how the bytes
-        // arrived; this makes `max_head_size` exact.
-        if parts.headers.len() > self.max_headers {
-            return Err(Answer::closing(Reply::detail(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                format!(
-                    "too many request headers: the limit is {}",
-                    self.max_headers
-                ),
-            )));
-        }
-        if head_size(parts, target_length) > self.max_head_size {
-            return Err(Answer::closing(Reply::detail(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                format!(
-                    "request head too large: the limit is {} bytes",
-                    self.max_head_size
-                ),
-            )));
-        }
-        if target_length > self.max_url_length {
-            return Err(Answer::closing(Reply::detail(
-                StatusCode::URI_TOO_LONG,
-                format!("URL too long: the limit is {} bytes", self.max_url_length),
-            )));
-        }
-        // The target is checked before routing, so a bad one is 400 whether or not a route
-        // would have matched it.
-        let path = target::decode_path(parts.uri.path()).map_err(bad_target)?;
-        let query_string = parts.uri.query().unwrap_or_default().to_owned();
-        let query_pairs = target::decode_query(&query_string).map_err(bad_target)?;
-        let (route, raw_params, head) =
-            match self.bridge.routes().lookup(&parts.method, parts.uri.path()) {
-                Lookup::NotFound => {
-                    return Err(Answer::new(Reply::detail(
-                        StatusCode::NOT_FOUND,
-                        "Not Found",
-                    )));
-                }
-                Lookup::MethodNotAllowed(allow) => {
-                    let mut reply =
-                        Reply::detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
-                    if let Ok(value) = HeaderValue::from_str(&allow) {
-                        reply.headers.push((ALLOW, value));
-                    }
-                    return Err(Answer::new(reply));
-                }
-                Lookup::Found {
-                    route,
-                    params,
-                    head,
-                } => (route, params, head),
-            };
+        let routed = self.admission.route(self.bridge.routes(), parts)?;
         // Beyond the in-flight limit a quick 503 beats an unbounded queue: memory stays
         // bounded and clients learn to back off.
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
@@ -231,16 +173,6 @@ impl HttpService {
                 .headers
                 .push((http::header::RETRY_AFTER, HeaderValue::from_static("1")));
             return Err(Answer::closing(reply));
-        };
-        let routed = Routed {
-            route: route.clone(),
-            raw_params,
-            head,
-            path,
-            query_string,
-            query_pairs,
-            client,
-            request_id: request_id.clone(),
         };
         Ok((routed, permit))
     }
@@ -255,10 +187,11 @@ impl HttpService {
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared_length.is_some_and(|length| length > self.body_limit) {
-            return Err(self.too_large());
+        let body_limit = self.admission.body_limit();
+        if declared_length.is_some_and(|length| length > body_limit) {
+            return Err(self.admission.too_large().into());
         }
-        let limit = usize::try_from(self.body_limit).unwrap_or(usize::MAX);
+        let limit = usize::try_from(body_limit).unwrap_or(usize::MAX);
         let collected =
             tokio::time::timeout(self.body_timeout, Limited::new(body, limit).collect()).await;
         let Ok(collected) = collected else {
@@ -272,7 +205,9 @@ impl HttpService {
         };
         match collected {
             Ok(collected) => Ok(collected.to_bytes()),
-            Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(self.too_large()),
+            Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+                Err(self.admission.too_large().into())
+            }
             Err(err) => Err(Answer::closing(Reply::detail(
                 StatusCode::BAD_REQUEST,
                 format!("Could not read the request body: {err}"),
@@ -280,95 +215,20 @@ impl HttpService {
         }
     }
 
-    /// Converts and validates the path and query parameters and the body against the route's
-    /// declarations: the handler's request data, or a 400 / 415 / 422 answer.
-    fn request_data(
-        &self,
-        parts: http::request::Parts,
-        routed: Routed,
-        body: Bytes,
-    ) -> Result<RequestData, Answer> {
-        let Routed {
-            route,
-            raw_params,
-            path,
-            query_string,
-            query_pairs,
-            client,
-            request_id,
-            ..
-        } = routed;
-        let mut params = Vec::with_capacity(raw_params.len());
-        for (name, raw) in raw_params {
-            params.push((name, target::decode_path(&raw).map_err(bad_target)?));
-        }
-
-        let mut errors: Vec<FieldError> = Vec::new();
-        let path_params =
-            validation::convert_path(&route.path_params, &params).unwrap_or_else(|mut e| {
-                errors.append(&mut e);
-                Vec::new()
-            });
-        let query =
-            validation::validate_query(&route.query, &query_pairs).unwrap_or_else(|mut e| {
-                errors.append(&mut e);
-                Vec::new()
-            });
-        let json = match self.check_body(&route, &parts.headers, &body) {
-            Ok(json) => json,
-            Err(BodyProblem::Reply(reply)) => return Err(Answer::new(reply)),
-            Err(BodyProblem::Fields(mut fields)) => {
-                errors.append(&mut fields);
-                None
-            }
-        };
-        if !errors.is_empty() {
-            return Err(Answer::new(Reply::json(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &serde_json::json!({ "detail": errors }),
-            )));
-        }
-
-        let host = parts
-            .headers
-            .get(HOST)
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
-            .unwrap_or(&self.default_host);
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        Ok(RequestData {
-            path,
-            url: format!("http://{host}{path_and_query}"),
-            method: parts.method,
-            query_string,
-            query_pairs,
-            path_params,
-            query,
-            headers: parts.headers,
-            body,
-            json,
-            client,
-            request_id,
-            route: route.template.clone(),
-            plugin: u32::try_from(route.plugin).unwrap_or(u32::MAX),
-        })
-    }
-
     /// Builds the request data and hands it to the handler; what waiting for the reply needs.
-    fn submit(
-        &self,
-        parts: http::request::Parts,
-        routed: Routed,
-        body: Bytes,
-        permit: OwnedSemaphorePermit,
-    ) -> Result<Pending, Answer> {
+    fn submit(&self, request: Admitted, body: Bytes) -> Result<Pending, Answer> {
+        let Admitted {
+            parts,
+            routed,
+            client,
+            request_id,
+            permit,
+        } = request;
         let head = routed.head;
         let route = routed.route.clone();
-        let data = self.request_data(parts, routed, body)?;
+        let data = self
+            .admission
+            .admit(parts, routed, body, client, request_id)?;
         let timeout = route.timeout.or(self.request_timeout);
         let deadline = timeout.map(|t| Instant::now() + t);
         let (key, receiver) =
@@ -429,74 +289,6 @@ impl HttpService {
             close: false,
         }
     }
-
-    fn too_large(&self) -> Answer {
-        // The rest of the body is never read, so the connection cannot carry another request.
-        Answer::closing(Reply::detail(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "Request body too large: the limit is {} bytes",
-                self.body_limit
-            ),
-        ))
-    }
-
-    fn check_body(
-        &self,
-        route: &Route,
-        headers: &http::HeaderMap,
-        body: &Bytes,
-    ) -> Result<Option<serde_json::Value>, BodyProblem> {
-        let Some(validator) = &route.body else {
-            return Ok(None);
-        };
-        if let Some(content_type) = headers.get(CONTENT_TYPE) {
-            let essence = content_type
-                .to_str()
-                .unwrap_or_default()
-                .split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase();
-            if essence != "application/json" && !essence.ends_with("+json") {
-                return Err(BodyProblem::Reply(Reply::detail(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    format!(
-                        "Unsupported media type {essence:?}: this route expects application/json"
-                    ),
-                )));
-            }
-        }
-        let value = crate::validation::parse_json(body).map_err(|err| {
-            BodyProblem::Reply(Reply::detail(
-                StatusCode::BAD_REQUEST,
-                format!("Malformed JSON body: {err}"),
-            ))
-        })?;
-        validation::validate_body(validator, &value).map_err(BodyProblem::Fields)?;
-        Ok(Some(value))
-    }
-}
-
-/// The size of the request head as HTTP/1.1 spells it: the request line, each header line
-/// (`name: value` and CRLF) and the empty line.
-fn head_size(parts: &http::request::Parts, target_length: usize) -> usize {
-    const REQUEST_LINE_EXTRA: usize = " ".len() + " HTTP/1.1\r\n".len();
-    const HEADER_LINE_EXTRA: usize = ": \r\n".len();
-    let headers: usize = parts
-        .headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + HEADER_LINE_EXTRA)
-        .sum();
-    parts.method.as_str().len() + target_length + REQUEST_LINE_EXTRA + headers + "\r\n".len()
-}
-
-fn bad_target(err: TargetError) -> Answer {
-    Answer::new(Reply::detail(
-        StatusCode::BAD_REQUEST,
-        format!("Bad request target: {err}"),
-    ))
 }
 
 /// A request handed to its handler: what waiting for the reply needs. Dropped before the
@@ -532,23 +324,13 @@ enum Step<F> {
     ReadBody(std::pin::Pin<Box<F>>),
 }
 
-/// A routed request whose body is still to be read.
-struct Routed {
-    route: Arc<Route>,
-    /// Path parameter values as they came, percent-encoded.
-    raw_params: Vec<(String, String)>,
-    /// A HEAD request served by a GET route.
-    head: bool,
-    path: String,
-    query_string: String,
-    query_pairs: Vec<(String, String)>,
+/// A request whose head is admitted, holding its in-flight slot; its body is still to be read.
+struct Admitted {
+    parts: http::request::Parts,
+    routed: Routed,
     client: Option<SocketAddr>,
     request_id: Arc<str>,
-}
-
-enum BodyProblem {
-    Reply(Reply),
-    Fields(Vec<FieldError>),
+    permit: OwnedSemaphorePermit,
 }
 
 fn into_response(answer: Answer, request_id: &str) -> Response<Full<Bytes>> {

@@ -16,7 +16,7 @@ use crate::bridge::response::{self, ConvertError};
 use crate::bridge::sdk::sdk;
 use crate::bridge::stats::STATS;
 use crate::interpreter::format_exception;
-use crate::reply::Reply;
+use pyhost_core::reply::Reply;
 
 /// Running handler tasks by request key, so a request can be cancelled. Only the loop thread
 /// touches it (the mutex is never contended).

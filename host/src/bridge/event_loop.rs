@@ -17,12 +17,12 @@ use crate::bridge::pyrequest::PyRequest;
 use crate::bridge::stats::{self, STATS};
 use crate::bridge::watchdog::{self, Watched};
 use crate::bridge::{Job, Message, WakeQueue};
-use crate::config::{Config, EventLoopKind};
 use crate::error::StartupError;
 use crate::interpreter::{self, InterpreterInfo, format_exception};
 use crate::loader::{self, LoadedApp};
-use crate::routing::RouteTable;
 use crate::services::identity::{self, PluginCall};
+use pyhost_core::config::{Config, EventLoopKind};
+use pyhost_core::routing::RouteTable;
 
 const INVOKE_SOURCE: &str = include_str!("invoke.py");
 

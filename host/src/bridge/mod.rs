@@ -22,12 +22,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::config::Config;
 use crate::error::StartupError;
 use crate::interpreter::InterpreterInfo;
-use crate::reply::Reply;
-use crate::request::RequestData;
-use crate::routing::RouteTable;
+use pyhost_core::config::Config;
+use pyhost_core::reply::Reply;
+use pyhost_core::request::RequestData;
+use pyhost_core::routing::RouteTable;
 
 pub use event_loop::inspect;
 pub use queue::WakeQueue;

@@ -10,8 +10,8 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::bridge::json;
 use crate::bridge::sdk::sdk;
-use crate::request::RequestData;
-use crate::validation::Typed;
+use pyhost_core::request::RequestData;
+use pyhost_core::validation::Typed;
 
 /// Names readable both as attributes and as `request["name"]`.
 const KEYS: [&str; 14] = [
@@ -177,7 +177,7 @@ impl PyRequest {
             if let Some(value) = &self.data.json {
                 return Ok(json::to_python(py, value)?.unbind());
             }
-            match crate::validation::parse_json(&self.data.body) {
+            match pyhost_core::validation::parse_json(&self.data.body) {
                 Ok(value) => Ok(json::to_python(py, &value)?.unbind()),
                 Err(err) => Err(PyErr::from_value(
                     sdk(py)?

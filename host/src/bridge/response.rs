@@ -10,7 +10,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyString, 
 
 use crate::bridge::json::to_json;
 use crate::bridge::sdk::sdk;
-use crate::reply::Reply;
+use pyhost_core::reply::Reply;
 
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";

@@ -21,9 +21,9 @@ use std::sync::{Arc, OnceLock};
 use serde_json::Value;
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::config::{Capabilities, Config};
 use crate::error::StartupError;
 use kv::KvStore;
+use pyhost_core::config::{Capabilities, Config};
 
 /// The boxed future an async host function returns.
 pub type HostFuture = Pin<Box<dyn Future<Output = Result<Value, String>> + Send>>;

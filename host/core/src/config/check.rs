@@ -93,6 +93,20 @@ pub(super) fn config(raw: RawConfig, file: PathBuf) -> Result<Config, ConfigErro
     })
 }
 
+/// `[server]` with every key at its default.
+pub(super) fn server_defaults() -> ServerConfig {
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        file: PathBuf::from("(defaults)"),
+        key: key.to_owned(),
+        message,
+    };
+    match server(&RawServer::default(), &invalid) {
+        Ok(server) => server,
+        // `config::tests::the_defaults_are_a_valid_server_table` holds this.
+        Err(err) => unreachable!("the [server] defaults are invalid: {err}"),
+    }
+}
+
 /// The `[server]` table.
 fn server(
     server: &RawServer,

@@ -1,9 +1,39 @@
 //! Property tests of what the host does with untrusted input before any Python runs: routing,
-//! query decoding, declared-parameter validation and JSON parsing.
+//! query decoding, declared-parameter validation and JSON parsing, through the admission
+//! functions the service runs.
 
 use proptest::prelude::*;
-use pyhost::fuzzing::{FuzzTable, decode_query, decode_target, parse_json};
+use pyhost_core::probe::Probe;
+use pyhost_core::{target, validation};
 use serde_json::json;
+
+fn decode_target(path: &str, query: &str) -> bool {
+    target::decode_path(path).is_ok() && target::decode_query(query).is_ok()
+}
+
+fn decode_query(query: &str) -> Option<Vec<(String, String)>> {
+    target::decode_query(query).ok()
+}
+
+fn parse_json(body: &[u8]) -> bool {
+    validation::parse_json(body).is_ok()
+}
+
+/// `probe.check(method, path, query)`: the status of a request without headers or body.
+trait Check {
+    fn check(&self, method: &str, path: &str, query: &str) -> u16;
+}
+
+impl Check for Probe {
+    fn check(&self, method: &str, path: &str, query: &str) -> u16 {
+        let target = if query.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{path}?{query}")
+        };
+        self.status(method, &target, &[], b"")
+    }
+}
 
 #[derive(Debug, Clone)]
 enum Segment {
@@ -20,12 +50,12 @@ fn segment() -> impl Strategy<Value = Segment> {
     ]
 }
 
-fn table(template: &str, query: serde_json::Value) -> FuzzTable {
+fn table(template: &str, query: serde_json::Value) -> Probe {
     let specs = json!([{
         "methods": ["GET"], "path": template, "name": "m.handler",
         "is_async": true, "query": query, "body_schema": null
     }]);
-    FuzzTable::from_specs(&specs.to_string()).expect("valid specs")
+    Probe::from_specs(&specs.to_string()).expect("valid specs")
 }
 
 /// Percent-encodes every byte outside the unreserved set.

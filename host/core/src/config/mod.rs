@@ -117,8 +117,15 @@ pub struct ServerConfig {
     pub max_url_length: usize,
     /// Cancel a handler whose client disconnected before the response.
     pub cancel_on_disconnect: bool,
-    /// Run the server's threads under Linux's `SCHED_BATCH` policy (see [`crate::sched`]).
+    /// Run the server's threads under Linux's `SCHED_BATCH` policy (`pyhost::sched`).
     pub sched_batch: bool,
+}
+
+impl Default for ServerConfig {
+    /// Every `[server]` key at its default, as a file without a `[server]` table gets it.
+    fn default() -> Self {
+        check::server_defaults()
+    }
 }
 
 /// Event loop implementation for the interpreter's loop thread.
@@ -220,6 +227,15 @@ mod tests {
     fn parse(text: &str) -> Result<Config, ConfigError> {
         let dir = std::env::temp_dir();
         Config::parse(text, &dir.join("pyhost-test.toml"))
+    }
+
+    #[test]
+    fn the_defaults_are_a_valid_server_table() {
+        let server = ServerConfig::default();
+        let parsed = parse("[app]\nmodule = \"hello\"\n")
+            .expect("valid config")
+            .server;
+        assert_eq!(format!("{server:?}"), format!("{parsed:?}"));
     }
 
     #[test]

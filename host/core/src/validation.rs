@@ -787,7 +787,7 @@ mod tests {
     fn patterns_are_judged_by_the_engine_that_runs_them() {
         // The same corpus drives the SDK's test: the SDK never refuses what passes here.
         let corpus: Value =
-            serde_json::from_str(include_str!("../../tests/data/query_patterns.json")).unwrap();
+            serde_json::from_str(include_str!("../../../tests/data/query_patterns.json")).unwrap();
         for entry in corpus["patterns"].as_array().unwrap() {
             let pattern = entry["pattern"].as_str().unwrap();
             let accepts = entry["rust_accepts"].as_bool().unwrap();

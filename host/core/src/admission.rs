@@ -1,0 +1,304 @@
+//! Admitting a request: every decision the host makes about it before a handler sees it.
+//!
+//! Two steps, because the body is read in between: [`Admission::route`] checks the head (its
+//! size, the number of headers, the target's length and encoding) and routes it;
+//! [`Admission::admit`] converts and validates the path and query parameters and the body
+//! against the route's declarations and produces the handler's [`RequestData`]. Anything
+//! refused comes back as a [`Rejection`], the response to send. The service runs exactly these
+//! two functions for every request, and the fuzzer and the property tests run them too, so
+//! what is tested is what is served.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{ALLOW, CONTENT_TYPE, HOST};
+use http::{HeaderValue, StatusCode};
+
+use crate::config::ServerConfig;
+use crate::reply::Reply;
+use crate::request::RequestData;
+use crate::routing::{Lookup, Route, RouteTable};
+use crate::target::{self, TargetError};
+use crate::validation::{self, FieldError};
+
+/// The limits a request's head is held to, and the host name used when it names none.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    max_headers: usize,
+    max_head_size: usize,
+    max_url_length: usize,
+    body_limit: u64,
+    default_host: String,
+}
+
+/// A refused request: the answer, and whether the connection must close after it (what is
+/// left of the request in the connection cannot be trusted or is not worth reading).
+#[derive(Debug)]
+pub struct Rejection {
+    /// The response.
+    pub reply: Reply,
+    /// Close the connection after sending it.
+    pub close: bool,
+}
+
+impl Rejection {
+    fn new(reply: Reply) -> Self {
+        Self {
+            reply,
+            close: false,
+        }
+    }
+
+    fn closing(reply: Reply) -> Self {
+        Self { reply, close: true }
+    }
+}
+
+/// A request whose head was admitted and routed; its body is still to be read.
+#[derive(Debug)]
+pub struct Routed {
+    /// The route that serves it.
+    pub route: Arc<Route>,
+    /// A HEAD request served by a GET route.
+    pub head: bool,
+    /// Path parameter values as they came, percent-encoded.
+    raw_params: Vec<(String, String)>,
+    path: String,
+    query_string: String,
+    query_pairs: Vec<(String, String)>,
+}
+
+enum BodyProblem {
+    Reply(Reply),
+    Fields(Vec<FieldError>),
+}
+
+impl Admission {
+    /// The admission rules of `server`.
+    pub fn new(server: &ServerConfig) -> Self {
+        Self {
+            max_headers: server.max_headers,
+            max_head_size: server.max_head_size,
+            max_url_length: server.max_url_length,
+            body_limit: server.body_limit,
+            default_host: server.listen.to_string(),
+        }
+    }
+
+    /// Checks the head and routes it: everything decided before the body is read.
+    pub fn route(
+        &self,
+        table: &RouteTable,
+        parts: &http::request::Parts,
+    ) -> Result<Routed, Rejection> {
+        let target_length = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
+        // Both head limits are enforced here rather than by hyper, whose own answer has no
+        // body and no request id: hyper stops only heads far beyond them (the server's
+        // builders). Its bound on the head size is also its read buffer's, which varies with
+        // how the bytes arrived; this makes `max_head_size` exact.
+        if parts.headers.len() > self.max_headers {
+            return Err(Rejection::closing(Reply::detail(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!(
+                    "too many request headers: the limit is {}",
+                    self.max_headers
+                ),
+            )));
+        }
+        if head_size(parts, target_length) > self.max_head_size {
+            return Err(Rejection::closing(Reply::detail(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!(
+                    "request head too large: the limit is {} bytes",
+                    self.max_head_size
+                ),
+            )));
+        }
+        if target_length > self.max_url_length {
+            return Err(Rejection::closing(Reply::detail(
+                StatusCode::URI_TOO_LONG,
+                format!("URL too long: the limit is {} bytes", self.max_url_length),
+            )));
+        }
+        // The target is checked before routing, so a bad one is 400 whether or not a route
+        // would have matched it.
+        let path = target::decode_path(parts.uri.path()).map_err(bad_target)?;
+        let query_string = parts.uri.query().unwrap_or_default().to_owned();
+        let query_pairs = target::decode_query(&query_string).map_err(bad_target)?;
+        match table.lookup(&parts.method, parts.uri.path()) {
+            Lookup::NotFound => Err(Rejection::new(Reply::detail(
+                StatusCode::NOT_FOUND,
+                "Not Found",
+            ))),
+            Lookup::MethodNotAllowed(allow) => {
+                let mut reply = Reply::detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+                if let Ok(value) = HeaderValue::from_str(&allow) {
+                    reply.headers.push((ALLOW, value));
+                }
+                Err(Rejection::new(reply))
+            }
+            Lookup::Found {
+                route,
+                params,
+                head,
+            } => Ok(Routed {
+                route: route.clone(),
+                head,
+                raw_params: params,
+                path,
+                query_string,
+                query_pairs,
+            }),
+        }
+    }
+
+    /// Converts and validates the path and query parameters and the body against the route's
+    /// declarations: the handler's request data, or a 400 / 415 / 422 answer.
+    pub fn admit(
+        &self,
+        parts: http::request::Parts,
+        routed: Routed,
+        body: Bytes,
+        client: Option<SocketAddr>,
+        request_id: Arc<str>,
+    ) -> Result<RequestData, Rejection> {
+        let Routed {
+            route,
+            raw_params,
+            path,
+            query_string,
+            query_pairs,
+            ..
+        } = routed;
+        let mut params = Vec::with_capacity(raw_params.len());
+        for (name, raw) in raw_params {
+            params.push((name, target::decode_path(&raw).map_err(bad_target)?));
+        }
+
+        let mut errors: Vec<FieldError> = Vec::new();
+        let path_params =
+            validation::convert_path(&route.path_params, &params).unwrap_or_else(|mut e| {
+                errors.append(&mut e);
+                Vec::new()
+            });
+        let query =
+            validation::validate_query(&route.query, &query_pairs).unwrap_or_else(|mut e| {
+                errors.append(&mut e);
+                Vec::new()
+            });
+        let json = match check_body(&route, &parts.headers, &body) {
+            Ok(json) => json,
+            Err(BodyProblem::Reply(reply)) => return Err(Rejection::new(reply)),
+            Err(BodyProblem::Fields(mut fields)) => {
+                errors.append(&mut fields);
+                None
+            }
+        };
+        if !errors.is_empty() {
+            return Err(Rejection::new(Reply::json(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &serde_json::json!({ "detail": errors }),
+            )));
+        }
+
+        let host = parts
+            .headers
+            .get(HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+            .unwrap_or(&self.default_host);
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        Ok(RequestData {
+            path,
+            url: format!("http://{host}{path_and_query}"),
+            method: parts.method,
+            query_string,
+            query_pairs,
+            path_params,
+            query,
+            headers: parts.headers,
+            body,
+            json,
+            client,
+            request_id,
+            route: route.template.clone(),
+            plugin: u32::try_from(route.plugin).unwrap_or(u32::MAX),
+        })
+    }
+
+    /// The answer to a body over `server.body_limit`.
+    pub fn too_large(&self) -> Rejection {
+        // The rest of the body is never read, so the connection cannot carry another request.
+        Rejection::closing(Reply::detail(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "Request body too large: the limit is {} bytes",
+                self.body_limit
+            ),
+        ))
+    }
+
+    /// The largest body admitted, in bytes.
+    pub fn body_limit(&self) -> u64 {
+        self.body_limit
+    }
+}
+
+fn check_body(
+    route: &Route,
+    headers: &http::HeaderMap,
+    body: &Bytes,
+) -> Result<Option<serde_json::Value>, BodyProblem> {
+    let Some(validator) = &route.body else {
+        return Ok(None);
+    };
+    if let Some(content_type) = headers.get(CONTENT_TYPE) {
+        let essence = content_type
+            .to_str()
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if essence != "application/json" && !essence.ends_with("+json") {
+            return Err(BodyProblem::Reply(Reply::detail(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Unsupported media type {essence:?}: this route expects application/json"),
+            )));
+        }
+    }
+    let value = validation::parse_json(body).map_err(|err| {
+        BodyProblem::Reply(Reply::detail(
+            StatusCode::BAD_REQUEST,
+            format!("Malformed JSON body: {err}"),
+        ))
+    })?;
+    validation::validate_body(validator, &value).map_err(BodyProblem::Fields)?;
+    Ok(Some(value))
+}
+
+/// The size of the request head as HTTP/1.1 spells it: the request line, each header line
+/// (`name: value` and CRLF) and the empty line.
+fn head_size(parts: &http::request::Parts, target_length: usize) -> usize {
+    const REQUEST_LINE_EXTRA: usize = " ".len() + " HTTP/1.1\r\n".len();
+    const HEADER_LINE_EXTRA: usize = ": \r\n".len();
+    let headers: usize = parts
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + HEADER_LINE_EXTRA)
+        .sum();
+    parts.method.as_str().len() + target_length + REQUEST_LINE_EXTRA + headers + "\r\n".len()
+}
+
+fn bad_target(err: TargetError) -> Rejection {
+    Rejection::new(Reply::detail(
+        StatusCode::BAD_REQUEST,
+        format!("Bad request target: {err}"),
+    ))
+}
