@@ -27,6 +27,7 @@
 //! it with the `routing` table and checks it with `validation`, the `bridge` hands it to the
 //! interpreter's loop thread, and the handler's result comes back as a `Reply`.
 
+mod authority;
 mod bridge;
 mod bundled_sdk;
 pub mod config;

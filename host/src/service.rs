@@ -131,7 +131,10 @@ impl HttpService {
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        if let Err(err) = crate::authority::settle(&mut parts) {
+            return Step::Done(Answer::new(err.into_reply()));
+        }
         let (routed, permit) = match self.route(&parts, client, request_id) {
             Ok(routed) => routed,
             Err(answer) => return Step::Done(answer),
