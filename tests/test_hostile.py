@@ -85,6 +85,11 @@ HOSTILE_APP = {
         @router.get("/query")
         async def query(request):
             return {"items": request.query_params.multi_items()}
+
+
+        @router.get("/whoami")
+        async def whoami(request):
+            return {"url": request.url, "host": request.headers.getlist("host")}
     """,
 }
 
@@ -193,6 +198,20 @@ RAW_CASES = [
     case("unknown-method", request("/health", method="BREW"), 405),
     case("lower-case-method", request("/health", method="get"), 405),
     case("http-1.0-without-host", b"GET /health HTTP/1.0\r\n\r\n", 200),
+    # Host (RFC 9112 3.2): exactly one, a plain host[:port], even with an absolute target.
+    case("http-1.1-without-host", b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n", 400),
+    case("two-host-headers", request("/health", "Host: other.test"), 400),
+    case("same-host-twice", request("/health", "Host: pyhost.test"), 400),
+    case("empty-host", b"GET /health HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n", 400),
+    case("host-list", b"GET /health HTTP/1.1\r\nHost: a.test, b.test\r\n\r\n", 400),
+    case("userinfo-in-host", b"GET /health HTTP/1.1\r\nHost: u@pyhost.test\r\n\r\n", 400),
+    case("userinfo-in-target", request("http://u@pyhost.test/health"), 400),
+    case(
+        "absolute-form-without-host",
+        b"GET http://pyhost.test/health HTTP/1.1\r\nConnection: close\r\n\r\n",
+        400,
+    ),
+    case("http-1.0-with-two-hosts", request("/health", "Host: b", version="HTTP/1.0"), 400),
     # Header syntax and limits.
     case("nul-in-header-value", request("/health", "X-Bad: a\x00b"), 400),
     case("header-without-colon", request("/health", "X-Bad"), 400),
@@ -453,6 +472,16 @@ def test_url_of_exactly_the_limit_is_routed(app: Server) -> None:
     response = raw_request(app.url, "GET", target)
     assert response.status == 200
     assert response.json() == {"rest": "a" * (8192 - len("/files/"))}
+
+
+def test_an_absolute_target_names_the_host_and_host_is_ignored(app: Server) -> None:
+    # RFC 9112 3.2.2: the target's authority wins; handlers see it as Host and in the URL.
+    response = raw_request(app.url, "GET", "http://target.test:81/whoami?x=1")
+    assert response.status == 200, response.body
+    assert response.json() == {
+        "url": "http://target.test:81/whoami?x=1",
+        "host": ["target.test:81"],
+    }
 
 
 def test_pipelined_request_after_a_get_body_is_served_once(app: Server) -> None:

@@ -123,8 +123,8 @@ impl HttpService {
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let (parts, body) = request.into_parts();
-        let (routed, permit) = match self.route(&parts) {
+        let (mut parts, body) = request.into_parts();
+        let (routed, permit) = match self.route(&mut parts) {
             Ok(routed) => routed,
             Err(answer) => return Step::Done(answer),
         };
@@ -159,7 +159,7 @@ impl HttpService {
     /// Admits the head and routes it, then takes an in-flight slot.
     fn route(
         &self,
-        parts: &http::request::Parts,
+        parts: &mut http::request::Parts,
     ) -> Result<(Routed, OwnedSemaphorePermit), Answer> {
         let routed = self.admission.route(self.bridge.routes(), parts)?;
         // Beyond the in-flight limit a quick 503 beats an unbounded queue: memory stays

@@ -1,7 +1,7 @@
 //! Admitting a request: every decision the host makes about it before a handler sees it.
 //!
 //! Two steps, because the body is read in between: [`Admission::route`] checks the head (its
-//! size, the number of headers, the target's length and encoding) and routes it;
+//! authority, size, number of headers, the target's length and encoding) and routes it;
 //! [`Admission::admit`] converts and validates the path and query parameters and the body
 //! against the route's declarations and produces the handler's [`RequestData`]. Anything
 //! refused comes back as a [`Rejection`], the response to send. The service runs exactly these
@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_TYPE, HOST};
 use http::{HeaderValue, StatusCode};
 
+use crate::authority;
 use crate::config::ServerConfig;
 use crate::reply::Reply;
 use crate::request::RequestData;
@@ -87,11 +88,15 @@ impl Admission {
     }
 
     /// Checks the head and routes it: everything decided before the body is read.
+    ///
+    /// The request's authority is settled first ([`crate::authority`]): afterwards its one
+    /// `Host` header names it, whichever protocol carried the request.
     pub fn route(
         &self,
         table: &RouteTable,
-        parts: &http::request::Parts,
+        parts: &mut http::request::Parts,
     ) -> Result<Routed, Rejection> {
+        authority::settle(parts).map_err(|err| Rejection::new(err.into_reply()))?;
         let target_length = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
         // Both head limits are enforced here rather than by hyper, whose own answer has no
         // body and no request id: hyper stops only heads far beyond them (the server's

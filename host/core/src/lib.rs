@@ -10,6 +10,7 @@
 //! property tests call them the same way, without linking libpython.
 
 pub mod admission;
+pub mod authority;
 pub mod config;
 pub mod error;
 #[doc(hidden)]

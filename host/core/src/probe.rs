@@ -26,19 +26,27 @@ impl Probe {
         })
     }
 
-    /// The status the host settles on before dispatching `METHOD target` with `headers` and
-    /// `body`: 200 when the request would reach its handler, 400 when hyper would not even
-    /// hand such a head over (an unparseable method, target or header).
+    /// The status the host settles on before dispatching the HTTP/1.1 request `METHOD target`
+    /// with `headers` and `body`: 200 when the request would reach its handler, 400 when hyper
+    /// would not even hand such a head over (an unparseable method, target or header). A
+    /// `host: probe` header is added when `headers` has none, as every HTTP/1.1 client sends
+    /// one.
     pub fn status(&self, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> u16 {
         let mut builder = http::Request::builder().method(method).uri(target);
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+        {
+            builder = builder.header("host", "probe");
+        }
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
         let Ok(request) = builder.body(()) else {
             return 400;
         };
-        let (parts, ()) = request.into_parts();
-        let routed = match self.admission.route(&self.table, &parts) {
+        let (mut parts, ()) = request.into_parts();
+        let routed = match self.admission.route(&self.table, &mut parts) {
             Ok(routed) => routed,
             Err(rejection) => return rejection.reply.status.as_u16(),
         };
