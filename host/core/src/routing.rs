@@ -640,13 +640,15 @@ mod tests {
     #[test]
     fn a_bad_pattern_names_the_route_the_handler_and_the_parameter() {
         let mut bad = spec(&["GET", "post"], "/search", "m.search");
-        bad.query = vec![(
+        bad.query = [(
             "code".to_owned(),
             serde_json::from_value(serde_json::json!({
                 "type": "str", "required": true, "pattern": "a{,3}"
             }))
             .unwrap(),
-        )];
+        )]
+        .into_iter()
+        .collect();
         let err = RouteTable::build(&[spec(&["GET"], "/", "m.index"), bad])
             .unwrap_err()
             .to_string();

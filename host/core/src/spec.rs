@@ -3,6 +3,7 @@
 //! The loader reads these once at start-up; routing and validation are compiled from them so
 //! that no request needs Python to decide where it goes or whether it is valid.
 
+use indexmap::IndexMap;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -17,9 +18,9 @@ pub struct RouteSpec {
     pub name: String,
     /// Whether the handler is a coroutine function (else it runs on a thread).
     pub is_async: bool,
-    /// Declared query parameters by name, in declaration order.
-    #[serde(default, deserialize_with = "ordered_map")]
-    pub query: Vec<(String, QuerySpec)>,
+    /// Declared query parameters by name, in declaration order (`null` reads as none).
+    #[serde(default, deserialize_with = "query_specs")]
+    pub query: IndexMap<String, QuerySpec>,
     /// JSON Schema of the request body, when the route declares one.
     #[serde(default)]
     pub body_schema: Option<Value>,
@@ -104,29 +105,9 @@ pub struct QuerySpec {
     pub multiple: bool,
 }
 
-fn ordered_map<'de, D>(deserializer: D) -> Result<Vec<(String, QuerySpec)>, D::Error>
+fn query_specs<'de, D>(deserializer: D) -> Result<IndexMap<String, QuerySpec>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
-    struct Visitor;
-    impl<'de> serde::de::Visitor<'de> for Visitor {
-        type Value = Vec<(String, QuerySpec)>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a map of query parameter specs")
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(
-            self,
-            mut map: A,
-        ) -> Result<Self::Value, A::Error> {
-            let mut out = Vec::new();
-            while let Some(entry) = map.next_entry()? {
-                out.push(entry);
-            }
-            Ok(out)
-        }
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            Ok(Vec::new())
-        }
-    }
-    deserializer.deserialize_any(Visitor)
+    Ok(Option::<IndexMap<String, QuerySpec>>::deserialize(deserializer)?.unwrap_or_default())
 }
