@@ -326,12 +326,12 @@ BROKEN = [
     Broken(
         "router-attribute-missing",
         make_config(app='router = "not_there"'),
-        ("not_there",),
+        ("not_there", "key `app.router`"),
     ),
     Broken(
         "router-attribute-not-a-router",
         make_config(app='router = "not_a_router"'),
-        ("not_a_router",),
+        ("not_a_router", "key `app.router`", "is a int, not a pyhost.Router"),
         app_with("not_a_router = 42\n"),
     ),
     Broken(

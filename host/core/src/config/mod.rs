@@ -20,6 +20,7 @@ use serde::Deserialize;
 use crate::error::ConfigError;
 
 /// Everything the host needs to know to load and serve one handler package.
+#[non_exhaustive]
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The file this config was read from (absolute), for error messages.
@@ -36,6 +37,7 @@ pub struct Config {
 }
 
 /// One handler package mounted at a path prefix, with what it is allowed to use.
+#[non_exhaustive]
 #[derive(Debug, Clone)]
 pub struct PluginConfig {
     /// `app` for the `[app]` table, else the `NAME` of `[plugins.NAME]`.
@@ -69,6 +71,7 @@ impl std::fmt::Debug for Secret {
 }
 
 /// Capabilities granted in a plugin's `capabilities` list.
+#[non_exhaustive]
 #[derive(Debug, Clone, Default)]
 pub struct Capabilities {
     /// `"kv"`: the key-value store.
@@ -87,6 +90,7 @@ impl Capabilities {
 }
 
 /// The `[server]` table.
+#[non_exhaustive]
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Address to bind; port 0 picks a free port.
