@@ -32,6 +32,7 @@ mod bundled_sdk;
 pub mod error;
 mod interpreter;
 mod loader;
+pub mod logging;
 pub mod sched;
 pub mod server;
 mod service;

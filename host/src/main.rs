@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pyhost::{Config, Host, ShutdownSignals, StartupError};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 // Request data is allocated on a tokio worker and freed on the loop thread, and replies the
 // other way round; glibc's malloc pays for that cross-thread traffic in arena locking and
@@ -86,9 +87,17 @@ fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
+    // Colours only on a terminal; anywhere else (a file, journald, a collector) records are
+    // plain text whose control characters are escaped, so no client can forge a line.
+    let terminal = std::io::stderr().is_terminal();
+    let writer = if terminal {
+        BoxMakeWriter::new(std::io::stderr)
+    } else {
+        BoxMakeWriter::new(pyhost::logging::LogWriter)
+    };
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(writer)
+        .with_ansi(terminal)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PYHOST_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -17,6 +17,11 @@ use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use crate::bridge::Bridge;
 use pyhost_core::admission::{Admission, Rejection, Routed};
+
+use crate::logging::{LogBudget, suppressed_note};
+
+/// Handler timeouts logged per second.
+static TIMEOUT_LOGS: LogBudget = LogBudget::new(20);
 use pyhost_core::config::ServerConfig;
 use pyhost_core::reply::Reply;
 
@@ -273,10 +278,14 @@ impl HttpService {
             None => {
                 pending.cancel = true;
                 let seconds = pending.timeout.map_or(0.0, |t| t.as_secs_f64());
-                tracing::warn!(
-                    "request {request_id}: handler {} did not answer within {seconds}s; cancelling it",
-                    pending.handler,
-                );
+                // Slow routes are a client's to trigger: a bounded rate of these lines.
+                if let Some(held_back) = TIMEOUT_LOGS.admit() {
+                    tracing::warn!(
+                        "request {request_id}: handler {} did not answer within {seconds}s; cancelling it{}",
+                        pending.handler,
+                        suppressed_note(held_back),
+                    );
+                }
                 Reply::detail(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!("Handler timed out after {seconds}s"),

@@ -16,6 +16,7 @@ use crate::bridge::response::{self, ConvertError};
 use crate::bridge::sdk::sdk;
 use crate::bridge::stats::STATS;
 use crate::interpreter::format_exception;
+use crate::logging::{LogBudget, suppressed_note};
 use pyhost_core::reply::Reply;
 
 /// Running handler tasks by request key, so a request can be cancelled. Only the loop thread
@@ -40,6 +41,9 @@ impl TaskMap {
             .remove(&key)
     }
 }
+
+/// Cancelled handlers logged per second.
+static CANCELLED_LOGS: LogBudget = LogBudget::new(20);
 
 /// Where one request's reply goes, and what to say in the log about it.
 #[pyclass(module = "pyhost")]
@@ -172,13 +176,17 @@ impl Completer {
             return self.send_reply(reply);
         }
         if err.is_instance_of::<pyo3::exceptions::asyncio::CancelledError>(py) {
-            tracing::warn!(
-                "request {} ({} {}): handler {} was cancelled",
-                self.request_id,
-                self.method,
-                self.route,
-                self.handler,
-            );
+            // Mostly clients that left: a reset stream is cheap to send, so a bounded rate.
+            if let Some(held_back) = CANCELLED_LOGS.admit() {
+                tracing::warn!(
+                    "request {} ({} {}): handler {} was cancelled{}",
+                    self.request_id,
+                    self.method,
+                    self.route,
+                    self.handler,
+                    suppressed_note(held_back),
+                );
+            }
             let reply = Reply::detail(StatusCode::SERVICE_UNAVAILABLE, "Request cancelled");
             return self.send_reply(reply);
         }
