@@ -38,6 +38,7 @@ pub mod server;
 mod service;
 mod services;
 mod signals;
+mod slots;
 
 pub use pyhost_core::config;
 

@@ -13,12 +13,13 @@ use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tokio::sync::oneshot;
 
 use crate::bridge::Bridge;
 use pyhost_core::admission::{Admission, Rejection, Routed};
 
 use crate::logging::{LogBudget, suppressed_note};
+use crate::slots::{Busy, Slot, Slots};
 
 /// Handler timeouts logged per second.
 static TIMEOUT_LOGS: LogBudget = LogBudget::new(20);
@@ -33,7 +34,7 @@ pub struct HttpService {
     body_timeout: Duration,
     request_timeout: Option<Duration>,
     cancel_on_disconnect: bool,
-    in_flight: Arc<tokio::sync::Semaphore>,
+    slots: Slots,
     id_prefix: String,
     next_id: AtomicU64,
 }
@@ -81,7 +82,7 @@ impl HttpService {
             body_timeout: server.body_timeout,
             request_timeout: server.request_timeout,
             cancel_on_disconnect: server.cancel_on_disconnect,
-            in_flight: Arc::new(tokio::sync::Semaphore::new(server.max_in_flight)),
+            slots: Slots::new(server.max_in_flight, server.max_in_flight_per_client),
             id_prefix: format!("{:08x}", (seed ^ (seed >> 32)) as u32),
             next_id: AtomicU64::new(1),
         }
@@ -129,16 +130,15 @@ impl HttpService {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (mut parts, body) = request.into_parts();
-        let (routed, permit) = match self.route(&mut parts) {
+        let routed = match self.admission.route(self.bridge.routes(), &mut parts) {
             Ok(routed) => routed,
-            Err(answer) => return Step::Done(answer),
+            Err(rejection) => return Step::Done(rejection.into()),
         };
         let request = Admitted {
             parts,
             routed,
             client,
             request_id: request_id.clone(),
-            permit,
         };
         // Most requests (a GET) have no body at all: no read, and no body timer to arm.
         if body.is_end_stream() {
@@ -159,27 +159,6 @@ impl HttpService {
                 Err(answer) => answer,
             }
         }))
-    }
-
-    /// Admits the head and routes it, then takes an in-flight slot.
-    fn route(
-        &self,
-        parts: &mut http::request::Parts,
-    ) -> Result<(Routed, OwnedSemaphorePermit), Answer> {
-        let routed = self.admission.route(self.bridge.routes(), parts)?;
-        // Beyond the in-flight limit a quick 503 beats an unbounded queue: memory stays
-        // bounded and clients learn to back off.
-        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
-            let mut reply = Reply::detail(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Server busy, retry shortly",
-            );
-            reply
-                .headers
-                .push((http::header::RETRY_AFTER, HeaderValue::from_static("1")));
-            return Err(Answer::closing(reply));
-        };
-        Ok((routed, permit))
     }
 
     /// Reads the whole body under the size limit and the body timeout.
@@ -220,20 +199,38 @@ impl HttpService {
         }
     }
 
-    /// Builds the request data and hands it to the handler; what waiting for the reply needs.
+    /// Builds the request data, takes an in-flight slot and hands the request to its handler;
+    /// what waiting for the reply needs.
     fn submit(&self, request: Admitted, body: Bytes) -> Result<Pending, Answer> {
         let Admitted {
             parts,
             routed,
             client,
             request_id,
-            permit,
         } = request;
         let head = routed.head;
         let route = routed.route.clone();
         let data = self
             .admission
             .admit(parts, routed, body, client, request_id)?;
+        // Only now, with the request complete and valid, does it take a slot (`slots.rs`).
+        // Beyond the limits a quick 503 beats an unbounded queue: memory stays bounded and
+        // clients learn to back off.
+        let slot = self.slots.take(client).map_err(|busy| {
+            let detail = match busy {
+                Busy::Server => "Server busy, retry shortly",
+                Busy::Client => "Too many requests from this address at once, retry shortly",
+            };
+            let mut reply = Reply::detail(StatusCode::SERVICE_UNAVAILABLE, detail);
+            reply
+                .headers
+                .push((http::header::RETRY_AFTER, HeaderValue::from_static("1")));
+            Answer {
+                reply,
+                head,
+                close: false,
+            }
+        })?;
         let timeout = route.timeout.or(self.request_timeout);
         let deadline = timeout.map(|t| Instant::now() + t);
         let (key, receiver) =
@@ -247,7 +244,7 @@ impl HttpService {
             handler: route.handler_name.clone(),
             head,
             cancel: self.cancel_on_disconnect,
-            _permit: permit,
+            _slot: slot,
         })
     }
 
@@ -312,7 +309,7 @@ struct Pending {
     head: bool,
     cancel: bool,
     /// The in-flight slot, held until the reply is in.
-    _permit: OwnedSemaphorePermit,
+    _slot: Slot,
 }
 
 impl Drop for Pending {
@@ -333,13 +330,12 @@ enum Step<F> {
     ReadBody(std::pin::Pin<Box<F>>),
 }
 
-/// A request whose head is admitted, holding its in-flight slot; its body is still to be read.
+/// A request whose head is admitted; its body is still to be read.
 struct Admitted {
     parts: http::request::Parts,
     routed: Routed,
     client: Option<SocketAddr>,
     request_id: Arc<str>,
-    permit: OwnedSemaphorePermit,
 }
 
 fn into_response(answer: Answer, request_id: &str) -> Response<Full<Bytes>> {

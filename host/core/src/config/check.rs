@@ -180,6 +180,7 @@ fn server(
         header_timeout,
         body_timeout,
         max_in_flight: server.max_in_flight,
+        max_in_flight_per_client: server.max_in_flight_per_client,
         max_headers: server.max_headers,
         max_head_size,
         max_url_length: server.max_url_length,

@@ -80,6 +80,7 @@ pub(super) struct RawServer {
     pub(super) header_timeout: f64,
     pub(super) body_timeout: f64,
     pub(super) max_in_flight: usize,
+    pub(super) max_in_flight_per_client: usize,
     pub(super) max_headers: usize,
     pub(super) max_head_size: ByteSize,
     pub(super) max_url_length: usize,
@@ -104,6 +105,9 @@ impl Default for RawServer {
             header_timeout: 10.0,
             body_timeout: 30.0,
             max_in_flight: 1024,
+            // A quarter: one address (a client, or a proxy: raise it or set 0 behind one)
+            // cannot take every slot.
+            max_in_flight_per_client: 256,
             max_headers: 100,
             max_head_size: ByteSize::kib(64),
             max_url_length: 8192,

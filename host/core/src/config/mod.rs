@@ -113,6 +113,9 @@ pub struct ServerConfig {
     pub body_timeout: Duration,
     /// Requests being handled at once before new ones get 503.
     pub max_in_flight: usize,
+    /// Requests from one IP address being handled at once before its new ones get 503
+    /// (0: no per-address limit).
+    pub max_in_flight_per_client: usize,
     /// Most request headers accepted (more: 431).
     pub max_headers: usize,
     /// Largest request head (request line and headers) in bytes (larger: 431).
