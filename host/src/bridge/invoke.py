@@ -28,8 +28,9 @@ def make_sync_invoker(loop, executor, current):
     cancelled_error = asyncio.CancelledError
 
     async def invoke_sync(handler, request, completer):
-        # `current` makes host services act for the request's plugin; the thread runs in a
-        # copy of this task's context, so contextvars set by the handler stay with it.
+        # `current` names the request in host log records (which plugin is calling is the
+        # host's to know: the handler is a PluginCall); the thread runs in a copy of this
+        # task's context, so contextvars set by the handler stay with it.
         set_current(request)
         try:
             result = await run_in_executor(executor, copy_context().run, handler, request)
