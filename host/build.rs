@@ -29,21 +29,91 @@ fn bundle_sdk() {
             Some(value.trim().trim_matches('"').to_owned())
         })
         .unwrap_or_default();
-    let mut out = String::from("/// The SDK's files: path inside the package root, and text.\n");
-    out.push_str("pub(crate) const FILES: &[(&str, &str)] = &[\n");
-    for (relative, path) in &files {
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default());
+    let compiled = compile_sdk(&files, &version, &out_dir);
+    let mut out = String::from(
+        "/// The SDK's files: path inside the package root, text, and the module's code as the\n\
+         /// build interpreter's `marshal` wrote it (empty when it could not be compiled).\n",
+    );
+    out.push_str("pub(crate) const FILES: &[(&str, &str, &[u8])] = &[\n");
+    for (index, (relative, path)) in files.iter().enumerate() {
+        let code = match &compiled {
+            Some(_) if relative.ends_with(".py") => {
+                format!(
+                    "include_bytes!({:?})",
+                    out_dir.join(format!("sdk_{index}.marshal")).display()
+                )
+            }
+            _ => "b\"\"".to_owned(),
+        };
         out.push_str(&format!(
-            "    ({relative:?}, include_str!({:?})),\n",
+            "    ({relative:?}, include_str!({:?}), {code}),\n",
             path.display()
         ));
     }
     out.push_str("];\n/// The SDK's version (`pyruntime/pyproject.toml`).\n");
     out.push_str(&format!("pub(crate) const VERSION: &str = {version:?};\n"));
-    let target =
-        PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default()).join("sdk_files.rs");
+    out.push_str("/// `importlib.util.MAGIC_NUMBER` of the interpreter that compiled the code.\n");
+    let magic = compiled.unwrap_or_default();
+    out.push_str(&format!("pub(crate) const MAGIC: &[u8] = &{magic:?};\n"));
+    let target = out_dir.join("sdk_files.rs");
     if let Err(err) = std::fs::write(&target, out) {
         panic!("cannot write {}: {err}", target.display());
     }
+}
+
+/// Compiles the SDK's modules with the interpreter the binary links, as the finder names them
+/// (`bundled_sdk.py`), into `OUT_DIR/sdk_N.marshal`, so that importing the SDK at start-up
+/// unmarshals code instead of compiling about 100 KB of source (90 ms measured). Returns the
+/// interpreter's bytecode magic number, or `None` (the host then compiles at start-up) when
+/// the interpreter cannot be run.
+fn compile_sdk(files: &[(String, PathBuf)], version: &str, out_dir: &Path) -> Option<Vec<u8>> {
+    let python = pyo3_build_config::get().executable()?.to_owned();
+    let script = r#"
+import importlib.util, marshal, sys
+out, origin = sys.argv[1], sys.argv[2]
+for entry in sys.argv[3:]:
+    index, relative, path = entry.split("\t", 2)
+    with open(path, encoding="utf-8") as source:
+        code = compile(source.read(), f"{origin}/{relative}", "exec", dont_inherit=True)
+    with open(f"{out}/sdk_{index}.marshal", "wb") as target:
+        target.write(marshal.dumps(code))
+sys.stdout.write(importlib.util.MAGIC_NUMBER.hex())
+"#;
+    let origin = format!("<pyhost SDK {version}, bundled with the host>");
+    let entries = files
+        .iter()
+        .enumerate()
+        .filter(|(_, (relative, _))| relative.ends_with(".py"))
+        .map(|(index, (relative, path))| format!("{index}\t{relative}\t{}", path.display()));
+    let output = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .arg(out_dir)
+        .arg(&origin)
+        .args(entries)
+        .output();
+    let output = match output {
+        Ok(output) => output,
+        Err(err) => {
+            println!(
+                "cargo:warning=the SDK is bundled as source only (compiled at each start): {err}"
+            );
+            return None;
+        }
+    };
+    if !output.status.success() {
+        println!(
+            "cargo:warning=the SDK is bundled as source only (compiled at each start): {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        return None;
+    }
+    let hex = String::from_utf8(output.stdout).ok()?;
+    (0..hex.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(hex.get(at..at + 2)?, 16).ok())
+        .collect()
 }
 
 fn collect(dir: &Path, relative: &Path, files: &mut Vec<(String, PathBuf)>) {

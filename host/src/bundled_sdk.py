@@ -10,6 +10,7 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import io
+import marshal
 import sys
 from importlib.resources.abc import Traversable, TraversableResources
 
@@ -99,13 +100,16 @@ class Resources(TraversableResources):
 class BundledSdk(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
     """Finder and loader of the bundled ``pyhost`` package."""
 
-    def __init__(self, files, version):
+    def __init__(self, files, version, magic):
         self.version = version
         self.origin = f"<pyhost SDK {version}, bundled with the host>"
         self._sources = {}
+        self._code = {}
         self._packages = {}
         self._tree = BundledDirectory(ROOT)
-        for relative, text in files:
+        # Code compiled when the host was built, if by this very interpreter version.
+        usable = magic == importlib.util.MAGIC_NUMBER
+        for relative, text, code in files:
             parts = relative.split("/")
             node = self._tree
             for part in parts[1:-1]:
@@ -117,6 +121,8 @@ class BundledSdk(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
                     module = module[: -len(".__init__")]
                     self._packages[module] = node
                 self._sources[module] = (relative, text)
+                if usable and code:
+                    self._code[module] = code
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname != ROOT and not fullname.startswith(ROOT + "."):
@@ -138,6 +144,9 @@ class BundledSdk(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
         return self._sources[fullname][1]
 
     def get_code(self, fullname):
+        code = self._code.pop(fullname, None)
+        if code is not None:
+            return marshal.loads(code)
         relative, text = self._sources[fullname]
         return compile(text, f"{self.origin}/{relative}", "exec", dont_inherit=True)
 
@@ -152,10 +161,10 @@ class BundledSdk(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
         return None if package is None else Resources(package)
 
 
-def install(files, version):
+def install(files, version, magic):
     """Serve ``pyhost`` from the bundle, ahead of ``sys.path``; return a note when an
     installed SDK of another version is shadowed (``None`` otherwise)."""
-    finder = BundledSdk(files, version)
+    finder = BundledSdk(files, version, magic)
     sys.meta_path.insert(0, finder)
     for name in [name for name in sys.modules if name == ROOT or name.startswith(ROOT + ".")]:
         del sys.modules[name]

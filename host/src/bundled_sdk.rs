@@ -16,6 +16,7 @@ mod files {
 }
 
 pub(crate) use files::VERSION;
+use files::{FILES, MAGIC};
 
 const FINDER_SOURCE: &str = include_str!("bundled_sdk.py");
 
@@ -27,7 +28,12 @@ pub(crate) fn install(py: Python<'_>) -> PyResult<Option<String>> {
     let source = CString::new(FINDER_SOURCE)
         .map_err(|err| pyo3::exceptions::PyValueError::new_err(err.to_string()))?;
     let finder = PyModule::from_code(py, &source, c"pyhost_bundled_sdk.py", c"pyhost_bundled_sdk")?;
+    let files: Vec<(&str, &str, Bound<'_, pyo3::types::PyBytes>)> = FILES
+        .iter()
+        .map(|&(relative, text, code)| (relative, text, pyo3::types::PyBytes::new(py, code)))
+        .collect();
+    let magic = pyo3::types::PyBytes::new(py, MAGIC);
     finder
-        .call_method1("install", (files::FILES.to_vec(), VERSION))?
+        .call_method1("install", (files, VERSION, magic))?
         .extract()
 }
