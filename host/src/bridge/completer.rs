@@ -159,12 +159,7 @@ impl Completer {
             }
         }
         let err = PyErr::from_value(exc.clone());
-        let type_name = exc
-            .get_type()
-            .name()
-            .map(|n| n.to_string())
-            .unwrap_or_default();
-        if type_name == "HandlerTimeout" {
+        if crate::bridge::watchdog::is_interruption(py, exc) {
             tracing::warn!(
                 "request {} ({} {}): handler {} kept the event loop busy past its deadline and was interrupted",
                 self.request_id,

@@ -15,7 +15,8 @@ use crate::bridge::completer::Completer;
 use crate::bridge::completer::TaskMap;
 use crate::bridge::pyrequest::PyRequest;
 use crate::bridge::stats::{self, STATS};
-use crate::bridge::watchdog::{self, Watched};
+use crate::bridge::stepper::{self, Watched};
+use crate::bridge::watchdog;
 use crate::bridge::{Job, Message, WakeQueue};
 use crate::error::StartupError;
 use crate::interpreter::{self, InterpreterInfo, format_exception};
@@ -149,7 +150,7 @@ fn run_loop(
         .getattr("make_sync_invoker")?
         .call1((&event_loop, &executor, &current))?
         .unbind();
-    let _ = watchdog::CURRENT.set(py, current.unbind());
+    let _ = stepper::CURRENT.set(py, current.unbind());
     // create_task accepts only coroutines; the stepper is one in all but type.
     py.import("collections.abc")?
         .getattr("Coroutine")?

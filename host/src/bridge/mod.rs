@@ -14,6 +14,7 @@ mod queue;
 pub mod response;
 mod sdk;
 pub mod stats;
+mod stepper;
 mod watchdog;
 
 use std::sync::Arc;
