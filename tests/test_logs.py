@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.harness import Server, ServerFactory
+from tests.harness import Server, ServerFactory, base_env
 
 APP = {
     "app/__init__.py": """
@@ -102,3 +102,33 @@ def test_a_flood_of_cancelled_handlers_is_logged_at_a_bounded_rate(server: Serve
     assert logged <= 20 * seconds, f"{logged} lines in about {seconds} s"
     # What was not written was counted: each cancelled handler is a line or in a count.
     assert logged + held_back == cancelled, (logged, held_back, cancelled)
+
+
+LOGGING_APP = {
+    "app/__init__.py": """
+import logging
+
+from pyhost import Router
+
+router = Router()
+log = logging.getLogger("app.detail")
+
+
+@router.get("/log")
+async def write(request):
+    log.debug("a debug record %s", "shown")
+    log.info("an info record")
+    return "ok"
+""",
+}
+
+
+@pytest.mark.parametrize(("filter_", "debug_shown"), [("debug", True), (None, False)])
+def test_python_logging_follows_the_host_filter(
+    server_factory: ServerFactory, filter_: str | None, debug_shown: bool
+) -> None:
+    env = base_env(PYHOST_LOG=filter_)
+    with server_factory.serve(LOGGING_APP, env=env) as server, server.client() as http:
+        assert http.get("/log").status_code == 200
+        log = server.wait_for_stderr("an info record")
+    assert ("a debug record shown" in log) == debug_shown, log

@@ -212,11 +212,33 @@ fn install_logging(py: Python<'_>) -> PyResult<()> {
     let handler = py.import("pyhost")?.call_method0("host_logging_handler")?;
     let root = py.import("logging")?.call_method0("getLogger")?;
     root.call_method1("addHandler", (handler,))?;
-    // The root logger's default (WARNING) would hide handlers' info records.
+    // The root logger's default (WARNING) would hide handlers' info records, and a fixed INFO
+    // their debug ones under `PYHOST_LOG=debug`: it follows the host's filter for plugin
+    // records instead, so a record the host would drop is dropped by `logging` itself, before
+    // it is formatted or crosses into Rust. A level the package set itself is kept.
     if root.getattr("level")?.extract::<i32>()? == 30 {
-        root.call_method1("setLevel", (20,))?;
+        root.call_method1("setLevel", (plugin_log_level(),))?;
     }
     Ok(())
+}
+
+/// The most verbose Python logging level the host's tracing filter lets through for plugin
+/// records (target `pyhost::plugin`).
+fn plugin_log_level() -> i32 {
+    use tracing::Level;
+    const TARGET: &str = "pyhost::plugin";
+    if tracing::enabled!(target: TARGET, Level::DEBUG) {
+        10
+    } else if tracing::enabled!(target: TARGET, Level::INFO) {
+        20
+    } else if tracing::enabled!(target: TARGET, Level::WARN) {
+        30
+    } else if tracing::enabled!(target: TARGET, Level::ERROR) {
+        40
+    } else {
+        // Nothing passes: CRITICAL would still be forwarded, past what the filter drops.
+        50
+    }
 }
 
 /// Called by the event loop whenever the wake-up eventfd is readable.
