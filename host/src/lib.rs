@@ -33,6 +33,7 @@ pub mod error;
 mod interpreter;
 mod loader;
 pub mod logging;
+mod pyconv;
 pub mod sched;
 pub mod server;
 mod service;

@@ -8,7 +8,6 @@
 
 mod completer;
 mod event_loop;
-pub mod json;
 pub mod pyrequest;
 mod queue;
 pub mod response;

@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
-use crate::bridge::json;
+use crate::pyconv::json;
 use crate::bridge::sdk::sdk;
 use pyhost_core::request::RequestData;
 use pyhost_core::validation::Typed;

@@ -8,7 +8,7 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyString, PyTuple};
 
-use crate::bridge::json::to_json;
+use crate::pyconv::json::to_json;
 use crate::bridge::sdk::sdk;
 use pyhost_core::reply::Reply;
 

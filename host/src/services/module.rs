@@ -59,7 +59,7 @@ pub mod _pyhost_host {
         let value = services
             .settings_value(caller().map_err(to_py)?)
             .map_err(to_py)?;
-        crate::bridge::json::to_python(py, value)
+        crate::pyconv::json::to_python(py, value)
     }
 
     /// `host.kv.get` without the cffi round trip. GIL: held; the store is in memory or a
@@ -137,7 +137,7 @@ pub mod _pyhost_host {
         let input = if data.is_none() {
             serde_json::Value::Null
         } else {
-            let bytes = crate::bridge::json::to_json(data).map_err(|err| {
+            let bytes = crate::pyconv::json::to_json(data).map_err(|err| {
                 to_py(ServiceError::Invalid(format!(
                     "data is not JSON-serialisable: {err}"
                 )))
@@ -150,7 +150,7 @@ pub mod _pyhost_host {
         let output = py
             .detach(|| services.call_value(plugin, name, input))
             .map_err(to_py)?;
-        crate::bridge::json::to_python(py, &output)
+        crate::pyconv::json::to_python(py, &output)
     }
 
     /// `host.log` without the cffi round trip.
