@@ -1,5 +1,6 @@
 """The request object handlers get: every attribute, typed parameters, headers, body, JSON."""
 
+import json
 import socket
 import uuid
 from collections.abc import Iterator
@@ -134,6 +135,16 @@ REQUEST_APP = {
         @router.post("/declared", body=dict[str, int])
         async def declared(request):
             return {"json": request.json, "type": type(request.json).__name__}
+
+
+        @router.post("/echo")
+        async def echo(request):
+            return request.json
+
+
+        @router.post("/echo-declared", body={"type": "object"})
+        async def echo_declared(request):
+            return request.json
     """,
 }
 
@@ -309,6 +320,23 @@ def test_declared_body_json_is_preparsed(http: httpx.Client) -> None:
     response = http.post("/declared", json={"a": 1, "b": 2})
     assert response.status_code == 200
     assert response.json() == {"json": {"a": 1, "b": 2}, "type": "dict"}
+
+
+ORDERED_BODIES = [
+    b'{"zeta":1,"alpha":2}',
+    b'{"zeta":1,"alpha":{"z":[{"y":1,"b":2.5}],"a":null},"mid":"x","beta":[true,false]}',
+    # A repeated key keeps its first position and its last value, as json.loads does.
+    b'{"b":1,"a":2,"b":3}',
+]
+
+
+@pytest.mark.parametrize("path", ["/echo", "/echo-declared"])
+@pytest.mark.parametrize("body", ORDERED_BODIES)
+def test_json_keeps_the_bodys_key_order(http: httpx.Client, path: str, body: bytes) -> None:
+    response = http.post(path, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 200, response.text
+    # The echo re-encodes compactly, so the bytes show the order the handler saw.
+    assert response.content == json.dumps(json.loads(body), separators=(",", ":")).encode()
 
 
 def test_client_address(app: Server) -> None:

@@ -439,7 +439,7 @@ pub fn parse_json(body: &[u8]) -> Result<Value, String> {
 
 /// Scans the JSON text for integer literals (numbers without fraction or exponent) outside
 /// the i64/u64 range. Strings are skipped; malformed input is left to the parser.
-fn check_integer_widths(body: &[u8]) -> Result<(), String> {
+pub fn check_integer_widths(body: &[u8]) -> Result<(), String> {
     let mut index = 0;
     let mut in_string = false;
     while index < body.len() {

@@ -8,8 +8,8 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
-use crate::pyconv::json;
 use crate::bridge::sdk::sdk;
+use crate::pyconv::json;
 use pyhost_core::request::RequestData;
 use pyhost_core::validation::Typed;
 
@@ -173,13 +173,15 @@ impl PyRequest {
     /// The body parsed as JSON. Raises `HTTPError(400)` when it is not valid JSON.
     #[getter]
     fn json<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        // Both keep the body's key order (see `json::parse_to_python` for why two ways).
         cached(py, &self.json, || {
             if let Some(value) = &self.data.json {
                 return Ok(json::to_python(py, value)?.unbind());
             }
-            match pyhost_core::validation::parse_json(&self.data.body) {
-                Ok(value) => Ok(json::to_python(py, &value)?.unbind()),
-                Err(err) => Err(PyErr::from_value(
+            match json::parse_to_python(py, &self.data.body) {
+                Ok(value) => Ok(value.unbind()),
+                Err(json::ParseError::Python(err)) => Err(err),
+                Err(json::ParseError::Malformed(err)) => Err(PyErr::from_value(
                     sdk(py)?
                         .http_error
                         .bind(py)

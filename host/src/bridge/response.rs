@@ -8,8 +8,8 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyString, PyTuple};
 
-use crate::pyconv::json::to_json;
 use crate::bridge::sdk::sdk;
+use crate::pyconv::json::to_json;
 use pyhost_core::reply::Reply;
 
 const JSON: &str = "application/json";
