@@ -1,5 +1,6 @@
 """How handler return values become responses: status, content-type and body for each kind."""
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -207,3 +208,130 @@ def test_unserializable_json_content_is_500(unserializable: Server) -> None:
         log = unserializable.wait_for_stderr(request_id, "app.return_nested_widget")
         assert "app.return_nested_widget" in log
         assert http.get("/fine").status_code == 200
+
+
+# --- one JSON encoder for returned values and Response bodies ---------------------------
+
+# Written into the app as `samples.py` and run here too, so both sides hold the same values.
+SAMPLES_SOURCE = """
+import random
+import struct
+
+
+def sample_floats():
+    # Spellings that differ between float formatters, then random doubles of any magnitude.
+    values = [0.1, 1e16, 1234567890123456.0, 1e-05, 0.0001, 100.0, -0.0, 0.0, 5e-324,
+              1.7976931348623157e308, 1.5e-07, 2.5, 1e22, 12345.678, -2.2250738585072014e-308]
+    rng = random.Random(20240601)
+    while len(values) < 400:
+        value = struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0]
+        if value - value == 0:  # finite
+            values.append(value)
+    return values
+
+
+ENCODABLE = {
+    "floats": sample_floats(),
+    "edges": {
+        "u64": 2**64 - 1,
+        "i64": -(2**63),
+        "text": 'ü ✓ "quoted" \\\\ \\n \\t \\x00 \\x1f \\x7f',
+        "nested": [[{"k": None}], (1, 2)],
+        1: "int key",
+        2.5: "float key",
+        True: "bool key",
+        None: "null key",
+        2**70: "big int key",
+    },
+}
+
+REFUSED = {
+    "nan": {"x": float("nan")},
+    "inf": [float("inf")],
+    "-inf": -float("inf"),
+    "nan-key": {float("nan"): 1},
+    "big": {"n": 2**64},
+    "small": [-(2**63) - 1],
+}
+"""
+
+SAMPLES: dict[str, Any] = {}
+exec(SAMPLES_SOURCE, SAMPLES)
+
+ENCODER_APP = {
+    "samples.py": SAMPLES_SOURCE,
+    "app.py": """
+        from pyhost import JSONResponse, Router
+
+        from samples import ENCODABLE, REFUSED
+
+        router = Router()
+        VALUES = {**ENCODABLE, **REFUSED}
+
+
+        @router.get("/value/{case}")
+        async def as_value(request):
+            return VALUES[request.path_params["case"]]
+
+
+        @router.get("/response/{case}")
+        async def as_json_response(request):
+            return JSONResponse(VALUES[request.path_params["case"]])
+    """,
+}
+
+HANDLERS = {"value": "app.as_value", "response": "app.as_json_response"}
+
+
+@pytest.fixture(scope="module")
+def encoder(server_factory: ServerFactory) -> Iterator[Server]:
+    with server_factory.serve(ENCODER_APP) as server:
+        yield server
+
+
+def strict_json(body: bytes) -> Any:
+    """json.loads that refuses NaN and Infinity, as JSON does."""
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"invalid JSON: {constant} in {body[:200]!r}")
+
+    return json.loads(body, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("path", ["value", "response"])
+@pytest.mark.parametrize("case", ["floats", "edges"])
+def test_both_paths_write_what_json_dumps_writes(encoder: Server, path: str, case: str) -> None:
+    with encoder.client() as http:
+        response = http.get(f"/{path}/{case}")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == JSON
+    expected = json.dumps(SAMPLES["ENCODABLE"][case], separators=(",", ":"), ensure_ascii=False)
+    assert response.content == expected.encode()
+    strict_json(response.content)
+
+
+@pytest.mark.parametrize("path", ["value", "response"])
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("nan", "out of range float values are not JSON compliant: nan"),
+        ("inf", "out of range float values are not JSON compliant: inf"),
+        ("-inf", "out of range float values are not JSON compliant: -inf"),
+        ("nan-key", "out of range float values are not JSON compliant: nan"),
+        ("big", "the integer 18446744073709551616 does not fit in 64 bits"),
+        ("small", "the integer -9223372036854775809 does not fit in 64 bits"),
+    ],
+)
+def test_what_json_cannot_carry_is_500_on_both_paths(
+    encoder: Server, path: str, case: str, reason: str
+) -> None:
+    with encoder.client() as http:
+        response = http.get(f"/{path}/{case}")
+        request_id = assert_internal_error(response)
+        strict_json(response.content)
+        handler = HANDLERS[path]
+        log = encoder.wait_for_stderr(request_id, handler, reason)
+        line = next((line for line in log.splitlines() if request_id in line), "")
+        assert handler in line, log
+        assert reason in log, log
+        assert http.get("/value/edges").status_code == 200

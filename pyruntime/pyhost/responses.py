@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import http
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, TypeAlias
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Final, TypeAlias
 
 HeadersInput: TypeAlias = Mapping[str, str] | Sequence[tuple[str, str]] | None
 """Response headers as accepted by the constructors: a mapping or a sequence of pairs."""
@@ -20,8 +21,74 @@ _JSON_MEDIA_TYPE = "application/json"
 _BINARY_MEDIA_TYPE = "application/octet-stream"
 
 
-def _render_json(content: Any) -> bytes:
+_MAX_DEPTH: Final = 256
+_INT64_RANGE: Final = range(-(2**63), 2**64)
+
+
+def _type_name(value: object) -> str:
+    cls = type(value)
+    if cls.__module__ in ("builtins", "__main__"):
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _int_text(value: int) -> str:
+    text = str(value)
+    return f"{text[:40]}... ({len(text)} digits)" if len(text) > 40 else text
+
+
+def _check_key(key: object) -> None:
+    if key is None or isinstance(key, str | bool | int):
+        return
+    if isinstance(key, float):
+        if not math.isfinite(key):
+            raise ValueError(f"out of range float values are not JSON compliant: {key!r}")
+        return
+    raise TypeError(f"keys must be str, int, float, bool or None, not {_type_name(key)}")
+
+
+def _check_json(value: object, depth: int = 0) -> None:
+    """Refuse what the host's encoder refuses, in its order, with its exceptions."""
+    if depth > _MAX_DEPTH:
+        raise ValueError(f"nesting deeper than {_MAX_DEPTH} levels (is there a reference cycle?)")
+    if value is None or isinstance(value, str | bool):
+        return
+    if isinstance(value, int):
+        if value not in _INT64_RANGE:
+            raise ValueError(
+                f"the integer {_int_text(value)} does not fit in 64 bits (send it as a string)"
+            )
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"out of range float values are not JSON compliant: {value!r}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_key(key)
+            _check_json(item, depth + 1)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_json(item, depth + 1)
+    else:
+        raise TypeError(f"object of type {_type_name(value)} is not JSON serializable")
+
+
+def _dumps_outside_host(content: Any) -> bytes:
+    """The host's encoding, for code running outside the host (its tests, say).
+
+    Once the checks pass, ``json.dumps`` writes the same bytes the host's encoder does: floats
+    as ``repr`` spells them, non-ASCII text as UTF-8.
+    """
+    _check_json(content)
     return json.dumps(content, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+_render_json: Callable[[Any], bytes]
+try:
+    # Inside the host: the very encoder it uses for values handlers return, so a returned
+    # dict and a JSONResponse of it give the same bytes and refuse the same values.
+    from _pyhost_json import dumps as _render_json  # type: ignore[import-not-found, no-redef]
+except ImportError:
+    _render_json = _dumps_outside_host
 
 
 def _check_status(status: int) -> int:

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -79,6 +80,43 @@ def test_json_response_always_encodes_json():
     assert JSONResponse({"k": "ü"}).body == '{"k":"ü"}'.encode()
     with pytest.raises(TypeError):
         JSONResponse(b"bytes")
+
+
+def test_json_is_spelled_as_the_host_spells_it():
+    # Outside the host the SDK's own encoder stands in for the host's: the same bytes.
+    assert JSONResponse([1e16, 1e-05, 100.0, -0.0]).body == b"[1e+16,1e-05,100.0,-0.0]"
+    assert JSONResponse({1: 2**64 - 1, 2.5: -(2**63)}).body == (
+        b'{"1":18446744073709551615,"2.5":-9223372036854775808}'
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "error", "message"),
+    [
+        (float("nan"), ValueError, "out of range float values are not JSON compliant: nan"),
+        ({"x": [float("-inf")]}, ValueError, "not JSON compliant: -inf"),
+        ({float("inf"): 1}, ValueError, "not JSON compliant: inf"),
+        ([2**64], ValueError, "the integer 18446744073709551616 does not fit in 64 bits"),
+        ({"n": -(2**63) - 1}, ValueError, "the integer -9223372036854775809 does not fit"),
+        ({(1, 2): 1}, TypeError, "keys must be str, int, float, bool or None, not tuple"),
+        ({"when": {1, 2}}, TypeError, "object of type set is not JSON serializable"),
+    ],
+)
+def test_json_response_refuses_what_the_host_refuses(content, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        JSONResponse(content)
+
+
+def test_json_nesting_is_limited_as_in_the_host():
+    deep: list = []
+    for _ in range(300):
+        deep = [deep]
+    with pytest.raises(ValueError, match="nesting deeper than 256 levels"):
+        JSONResponse(deep)
+    cycle: list = []
+    cycle.append(cycle)
+    with pytest.raises(ValueError, match="reference cycle"):
+        JSONResponse(cycle)
 
 
 def test_text_and_html_responses():

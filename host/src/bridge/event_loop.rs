@@ -29,9 +29,15 @@ const INVOKE_SOURCE: &str = include_str!("invoke.py");
 
 type Ready = (RouteTable, InterpreterInfo);
 
+/// The host's built-in modules: `_pyhost_host` (the services) and `_pyhost_json` (the encoder).
+fn register_modules() {
+    crate::services::module::register();
+    crate::pyconv::json::register();
+}
+
 /// Loads the handler package on the current thread without serving (for `check`/`routes`).
 pub fn inspect(config: &Config) -> Result<Ready, StartupError> {
-    interpreter::initialize(config, crate::services::module::register)?;
+    interpreter::initialize(config, register_modules)?;
     stats::attach(|py| load_and_compile(py, config).map(|(ready, _)| ready))
 }
 
@@ -55,7 +61,7 @@ pub fn spawn(
     config: &Config,
     queue: Arc<WakeQueue<Message>>,
 ) -> Result<(Ready, mpsc::Receiver<()>), StartupError> {
-    interpreter::initialize(config, crate::services::module::register)?;
+    interpreter::initialize(config, register_modules)?;
     let (ready_tx, ready_rx) = mpsc::channel::<Result<Ready, StartupError>>();
     let (stopped_tx, stopped_rx) = mpsc::channel::<()>();
     let thread_config = config.clone();

@@ -106,7 +106,7 @@ fn render_body(value: &Bound<'_, PyAny>) -> Result<(Bytes, &'static str), Conver
         }
         Err(err) => Err(ConvertError::Unserializable {
             type_name: type_name(value),
-            reason: err.0,
+            reason: err.to_string(),
         }),
     }
 }
