@@ -100,8 +100,10 @@ def test_a_flood_of_cancelled_handlers_is_logged_at_a_bounded_rate(server: Serve
     logged, held_back = accounted(server.stderr_text())
     seconds = int(elapsed) + 3
     assert logged <= 20 * seconds, f"{logged} lines in about {seconds} s"
-    # What was not written was counted: each cancelled handler is a line or in a count.
-    assert logged + held_back == cancelled, (logged, held_back, cancelled)
+    # What was not written was counted: each cancelled handler is a line or in a count (a
+    # request cancelled before its handler's first step is too, so there may be more), and
+    # nothing is counted twice.
+    assert cancelled <= logged + held_back <= flood + 1, (logged, held_back, cancelled)
 
 
 LOGGING_APP = {
