@@ -61,6 +61,7 @@ class H2Client:
         self.goaway_frames: list[tuple[int, int]] = []
         """Every GOAWAY, as (last stream id, error code): a graceful shutdown sends two."""
         self._buffer = bytearray()
+        self.closed_for_writing = False
         self.closed = False
         self.max_concurrent_streams: int | None = None
         self.flush()
@@ -68,7 +69,15 @@ class H2Client:
     def flush(self) -> None:
         data = self.conn.data_to_send()
         if data:
+            self._send(data)
+
+    def _send(self, data: bytes) -> None:
+        # A server that has closed may still have frames in our buffer to read: a failed
+        # write must not stop the reading.
+        try:
             self.sock.sendall(data)
+        except OSError:
+            self.closed_for_writing = True
 
     def request(
         self,
@@ -129,7 +138,7 @@ class H2Client:
         if isinstance(frame, hyperframe.frame.PingFrame) and "ACK" not in frame.flags:
             ack = hyperframe.frame.PingFrame(0, frame.opaque_data)
             ack.flags.add("ACK")
-            self.sock.sendall(ack.serialize())
+            self._send(ack.serialize())
         elif isinstance(frame, hyperframe.frame.GoAwayFrame):
             self.goaway_frames.append((frame.last_stream_id, frame.error_code))
         elif isinstance(frame, hyperframe.frame.HeadersFrame) and stream is not None:
@@ -149,7 +158,7 @@ class H2Client:
             if self.acknowledge and length:
                 for stream_id in (0, frame.stream_id):
                     update = hyperframe.frame.WindowUpdateFrame(stream_id, length)
-                    self.sock.sendall(update.serialize())
+                    self._send(update.serialize())
         elif isinstance(frame, hyperframe.frame.RstStreamFrame) and stream is not None:
             stream.reset = frame.error_code
 

@@ -7,7 +7,7 @@ use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -161,9 +161,19 @@ where
     let mut connection = pin!(connection);
     let mut begun = pin!(shared.drain.begun());
     let mut draining = false;
+    let mut registered: Option<Waker> = None;
     poll_fn(|cx| {
         loop {
-            if !draining && begun.as_mut().poll(cx).is_ready() {
+            // Polling the drain's future takes its waiter list's lock; the task's waker does
+            // not change, so it is polled once (again only if the waker does) and the flag,
+            // one atomic load, is read on every other poll.
+            let signalled = !draining
+                && (shared.drain.has_begun()
+                    || (!registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) && {
+                        registered = Some(cx.waker().clone());
+                        begun.as_mut().poll(cx).is_ready()
+                    }));
+            if signalled {
                 draining = true;
                 if watch.protocol != Protocol::Http1 {
                     graceful_shutdown(connection.as_mut());
