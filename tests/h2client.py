@@ -17,6 +17,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.settings
+import hyperframe.frame
 
 
 @dataclass
@@ -57,6 +58,10 @@ class H2Client:
         self.acknowledge = acknowledge
         self.streams: dict[int, Stream] = {}
         self.goaway: h2.events.ConnectionTerminated | None = None
+        self.goaway_frames: list[tuple[int, int]] = []
+        """Every GOAWAY, as (last stream id, error code): a graceful shutdown sends two."""
+        self._buffer = bytearray()
+        self.closed_for_writing = False
         self.closed = False
         self.max_concurrent_streams: int | None = None
         self.flush()
@@ -64,7 +69,15 @@ class H2Client:
     def flush(self) -> None:
         data = self.conn.data_to_send()
         if data:
+            self._send(data)
+
+    def _send(self, data: bytes) -> None:
+        # A server that has closed may still have frames in our buffer to read: a failed
+        # write must not stop the reading.
+        try:
             self.sock.sendall(data)
+        except OSError:
+            self.closed_for_writing = True
 
     def request(
         self,
@@ -100,10 +113,54 @@ class H2Client:
         if not data:
             self.closed = True
             return False
-        for event in self.conn.receive_data(data):
-            self._handle(event)
+        self._buffer += data
+        while len(self._buffer) >= 9:
+            length = int.from_bytes(self._buffer[:3], "big")
+            if len(self._buffer) < 9 + length:
+                break
+            raw = bytes(self._buffer[: 9 + length])
+            del self._buffer[: 9 + length]
+            if self.goaway is None:
+                for event in self.conn.receive_data(raw):
+                    self._handle(event)
+            else:
+                # The h2 package takes nothing after a GOAWAY, but a server's graceful
+                # shutdown goes on: its PING is to be answered, the streams it kept finish,
+                # and a second GOAWAY names the last one.
+                self._after_goaway(raw)
         self.flush()
         return True
+
+    def _after_goaway(self, raw: bytes) -> None:
+        frame, length = hyperframe.frame.Frame.parse_frame_header(memoryview(raw[:9]))
+        frame.parse_body(memoryview(raw[9 : 9 + length]))
+        stream = self.streams.setdefault(frame.stream_id, Stream()) if frame.stream_id else None
+        if isinstance(frame, hyperframe.frame.PingFrame) and "ACK" not in frame.flags:
+            ack = hyperframe.frame.PingFrame(0, frame.opaque_data)
+            ack.flags.add("ACK")
+            self._send(ack.serialize())
+        elif isinstance(frame, hyperframe.frame.GoAwayFrame):
+            self.goaway_frames.append((frame.last_stream_id, frame.error_code))
+        elif isinstance(frame, hyperframe.frame.HeadersFrame) and stream is not None:
+            for name, value in self.conn.decoder.decode(frame.data):
+                name, value = (
+                    name.decode() if isinstance(name, bytes) else name,
+                    value.decode() if isinstance(value, bytes) else value,
+                )
+                if name == ":status":
+                    stream.status = int(value)
+                else:
+                    stream.headers.append((name, value))
+            stream.ended = stream.ended or "END_STREAM" in frame.flags
+        elif isinstance(frame, hyperframe.frame.DataFrame) and stream is not None:
+            stream.body += frame.data
+            stream.ended = stream.ended or "END_STREAM" in frame.flags
+            if self.acknowledge and length:
+                for stream_id in (0, frame.stream_id):
+                    update = hyperframe.frame.WindowUpdateFrame(stream_id, length)
+                    self._send(update.serialize())
+        elif isinstance(frame, hyperframe.frame.RstStreamFrame) and stream is not None:
+            stream.reset = frame.error_code
 
     def _handle(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.ResponseReceived):
@@ -123,6 +180,7 @@ class H2Client:
             self.streams.setdefault(event.stream_id, Stream()).reset = event.error_code
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.goaway = event
+            self.goaway_frames.append((event.last_stream_id, event.error_code))
         elif isinstance(event, h2.events.RemoteSettingsChanged):
             setting = event.changed_settings.get(h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS)
             if setting is not None:

@@ -200,11 +200,13 @@ def running_server(
     listen: str | None = "127.0.0.1:0",
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[Server]:
     """Start `pyhost serve --config config [--listen listen]`; stop it on exit.
 
     Fails the test with the captured stderr if the process exits, or prints nothing, before the
-    `listening on http://HOST:PORT` line.
+    `listening on http://HOST:PORT` line. `preexec_fn` runs in the child before the binary
+    (to set resource limits, say).
     """
     args = [str(binary), "serve", "--config", str(config)]
     if listen is not None:
@@ -219,6 +221,7 @@ def running_server(
         errors="replace",
         env=dict(env) if env is not None else base_env(),
         cwd=cwd if cwd is not None else config.parent,
+        preexec_fn=preexec_fn,
     )
     assert proc.stdout is not None
     assert proc.stderr is not None
@@ -278,6 +281,7 @@ def run_cli(
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float = CLI_TIMEOUT,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> CliResult:
     """Run the binary to completion and capture its exit status and output."""
     argv = (str(binary), *args)
@@ -293,6 +297,7 @@ def run_cli(
             cwd=cwd,
             timeout=timeout,
             check=False,
+            preexec_fn=preexec_fn,
         )
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"`{' '.join(argv)}` did not finish within {timeout:.0f}s: {exc}")
@@ -327,10 +332,13 @@ class ServerFactory:
         *,
         listen: str | None = "127.0.0.1:0",
         env: Mapping[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> Iterator[Server]:
         """Write the app and run `pyhost serve` on it for the duration of the block."""
         config_path = self.write_app(files, config)
-        with running_server(self.binary, config_path, listen=listen, env=env, cwd=self.cwd) as s:
+        with running_server(
+            self.binary, config_path, listen=listen, env=env, cwd=self.cwd, preexec_fn=preexec_fn
+        ) as s:
             yield s
 
     @contextmanager
@@ -344,10 +352,16 @@ class ServerFactory:
         cwd: Path | None = None,
         env: Mapping[str, str] | None = None,
         timeout: float = CLI_TIMEOUT,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> CliResult:
         """Run `pyhost *args` (from the neutral working directory unless `cwd` is given)."""
         return run_cli(
-            self.binary, *args, cwd=cwd if cwd is not None else self.cwd, env=env, timeout=timeout
+            self.binary,
+            *args,
+            cwd=cwd if cwd is not None else self.cwd,
+            env=env,
+            timeout=timeout,
+            preexec_fn=preexec_fn,
         )
 
 

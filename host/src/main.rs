@@ -86,6 +86,9 @@ fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
 
 fn main() -> ExitCode {
     tune_allocator();
+    // Every connection is a descriptor: take what the hard limit allows before anything
+    // opens one. `check` reports the outcome; `serve` logs the connection limit it gives.
+    let fd_limit = pyhost::server::fd_limit::raise();
     let cli = Cli::parse();
     // Colours only on a terminal; anywhere else (a file, journald, a collector) records are
     // plain text whose control characters are escaped, so no client can forge a line.
@@ -103,10 +106,13 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    if let Err(err) = &fd_limit {
+        tracing::warn!("could not raise the open-files limit: {err}");
+    }
     let outcome = match cli.command {
         Command::Serve { config, listen } => serve(&config, listen),
         Command::Routes { config } => routes(&config),
-        Command::Check { config } => check(&config),
+        Command::Check { config } => check(&config, &fd_limit),
     };
     match outcome {
         Ok(code) => code,
@@ -207,7 +213,10 @@ fn routes(path: &std::path::Path) -> Result<ExitCode, StartupError> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check(path: &std::path::Path) -> Result<ExitCode, StartupError> {
+fn check(
+    path: &std::path::Path,
+    fd_limit: &std::io::Result<pyhost::server::fd_limit::FdLimit>,
+) -> Result<ExitCode, StartupError> {
     let config = Config::load(path)?;
     let inspection = pyhost::inspect(&config)?;
     let interp = &inspection.interpreter;
@@ -250,6 +259,14 @@ fn check(path: &std::path::Path) -> Result<ExitCode, StartupError> {
         );
     }
     let _ = writeln!(out, "routes:      {}", inspection.routes.len());
+    match fd_limit {
+        Ok(limit) => {
+            let _ = writeln!(out, "open files:  {limit}");
+        }
+        Err(err) => {
+            let _ = writeln!(out, "open files:  could not raise the limit: {err}");
+        }
+    }
     let _ = writeln!(out, "ok");
     Ok(ExitCode::SUCCESS)
 }

@@ -140,10 +140,19 @@ fn server(
     let request_timeout = seconds("server.request_timeout", server.request_timeout, true)?;
     let header_timeout = seconds("server.header_timeout", server.header_timeout, false)?;
     let body_timeout = seconds("server.body_timeout", server.body_timeout, false)?;
+    let send_timeout = match server.send_timeout {
+        Some(value) => seconds("server.send_timeout", value, false)?,
+        None => body_timeout,
+    };
     for (key, value) in [
         ("server.max_in_flight", server.max_in_flight),
         ("server.max_headers", server.max_headers),
         ("server.max_url_length", server.max_url_length),
+        ("server.max_connections", server.max_connections),
+        (
+            "server.h2_max_concurrent_streams",
+            usize::try_from(server.h2_max_concurrent_streams).unwrap_or(usize::MAX),
+        ),
     ] {
         if value == 0 {
             return Err(invalid(key, "expected a number above zero".to_owned()));
@@ -186,6 +195,12 @@ fn server(
         max_url_length: server.max_url_length,
         cancel_on_disconnect: server.cancel_on_disconnect,
         sched_batch: server.sched_batch,
+        max_connections: server.max_connections,
+        send_timeout,
+        response_buffer: usize::try_from(server.response_buffer.as_u64()).unwrap_or(usize::MAX),
+        connection_response_buffer: usize::try_from(server.connection_response_buffer.as_u64())
+            .unwrap_or(usize::MAX),
+        h2_max_concurrent_streams: server.h2_max_concurrent_streams,
     })
 }
 

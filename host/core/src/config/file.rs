@@ -86,6 +86,12 @@ pub(super) struct RawServer {
     pub(super) max_url_length: usize,
     pub(super) cancel_on_disconnect: bool,
     pub(super) sched_batch: bool,
+    pub(super) max_connections: usize,
+    /// Seconds; `None`: `body_timeout`'s value.
+    pub(super) send_timeout: Option<f64>,
+    pub(super) response_buffer: ByteSize,
+    pub(super) connection_response_buffer: ByteSize,
+    pub(super) h2_max_concurrent_streams: u32,
 }
 
 // --- the defaults --------------------------------------------------------------------------
@@ -113,6 +119,14 @@ impl Default for RawServer {
             max_url_length: 8192,
             cancel_on_disconnect: true,
             sched_batch: true,
+            // An idle HTTP/1 connection costs about 15 KiB, an idle HTTP/2 one a little more:
+            // 4,096 idle ones stay under about 80 MiB. Lowered to fit the open-files limit.
+            max_connections: 4096,
+            send_timeout: None,
+            response_buffer: ByteSize::mib(64),
+            connection_response_buffer: ByteSize::mib(8),
+            // RFC 9113 §6.5.2 recommends no fewer than 100; hyper's default is 200.
+            h2_max_concurrent_streams: 100,
         }
     }
 }

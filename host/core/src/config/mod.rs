@@ -126,6 +126,18 @@ pub struct ServerConfig {
     pub cancel_on_disconnect: bool,
     /// Run the server's threads under Linux's `SCHED_BATCH` policy (`pyhost::sched`).
     pub sched_batch: bool,
+    /// Connections open at once; beyond it new ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// How long a response may wait on its client without any of it being taken before the
+    /// connection is closed.
+    pub send_timeout: Duration,
+    /// Response bytes held at once, across all connections, for clients that have not taken
+    /// them yet (a response that would pass it gets 503).
+    pub response_buffer: usize,
+    /// The same for one connection (its HTTP/2 streams together).
+    pub connection_response_buffer: usize,
+    /// Streams a client may have open on one HTTP/2 connection.
+    pub h2_max_concurrent_streams: u32,
 }
 
 impl Default for ServerConfig {

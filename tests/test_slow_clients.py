@@ -1,0 +1,234 @@
+"""Responses held for clients that do not read are capped, and a send that makes no progress
+for `send_timeout` (by default `body_timeout`, 2 s here) closes the connection.
+
+Before: 4 h2c connections x 200 streams of a 5 MiB response with the window left at zero took
+the server from 33 MiB to 4 GiB; 200 HTTP/1 clients that never read a 5 MiB response took it
+to 1 GiB; a client reading a byte a second kept its connection for minutes. The bound held
+here: under 100 MiB above idle during each attack, and back near idle once it is over.
+
+The server runs with `MIMALLOC_PURGE_DELAY=0`, so that resident memory shows what the server
+holds. With the binary's own 10 ms delay, mimalloc hands freed pages back only when their
+owning thread next allocates: the response copies are made on the interpreter's thread and
+freed on tokio's, and once the attack stops that thread is idle, so in about one run of four
+the freed pages (up to the attack's peak) stayed resident, and repeated attacks left up to
+about 100 MiB cached, reused by the next burst. The server's own count of held response
+bytes is back at zero either way.
+"""
+
+import socket
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.h2client import H2Client
+from tests.harness import Server, ServerFactory, base_env, make_config
+
+MIB = 1 << 20
+BIG = 5 * MIB
+BOUND = 100 * MIB
+"""How far above idle the attacks may take the server's resident memory."""
+RETURNED = 24 * MIB
+"""How far above idle it may stay once the attackers are gone."""
+
+APP = {
+    "app.py": f"""
+        from pyhost import Router
+
+        router = Router()
+        BIG = b"x" * {BIG}
+
+
+        @router.get("/big")
+        async def big(request):
+            return BIG
+
+
+        @router.get("/health")
+        async def health(request):
+            return {{"ok": True}}
+    """,
+}
+
+
+@pytest.fixture
+def server(server_factory: ServerFactory) -> Iterator[Server]:
+    # header_timeout: a client that got its (small) 503 whole is an idle keep-alive connection.
+    config = make_config(server="body_timeout = 2\nheader_timeout = 3")
+    with server_factory.serve(APP, config, env=base_env(MIMALLOC_PURGE_DELAY="0")) as server:
+        yield server
+
+
+def rss(server: Server) -> int:
+    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def idle_rss(server: Server) -> int:
+    """Resident memory at rest, after one big response, so one-time costs are in it."""
+    with server.client() as http:
+        assert len(http.get("/big").content) == BIG
+        assert http.get("/health").status_code == 200
+    time.sleep(0.5)
+    return rss(server)
+
+
+def settle(server: Server, idle: int, timeout: float = 5.0) -> int:
+    """Resident memory once it has come back within RETURNED of idle (or after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    now = rss(server)
+    while now - idle > RETURNED and time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = rss(server)
+    return now
+
+
+def server_side_states(server: Server, client_ports: set[int]) -> Counter[str]:
+    """The TCP states of the server's ends of the given client connections (/proc/net/tcp)."""
+    names = {"01": "established", "04": "fin-wait-1", "05": "fin-wait-2", "07": "closed"}
+    states: Counter[str] = Counter()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].split(":")[1], 16)
+        remote_port = int(fields[2].split(":")[1], 16)
+        if local_port == server.port and remote_port in client_ports:
+            states[names.get(fields[3], fields[3])] += 1
+    return states
+
+
+def non_reader(server: Server) -> socket.socket:
+    """A client that asks for the big response and never reads it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect((server.host, server.port))
+    sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+    return sock
+
+
+def test_h2c_zero_window_streams_are_capped_and_closed(server: Server) -> None:
+    idle = idle_rss(server)
+    clients = [H2Client(server.host, server.port, window=0, acknowledge=False) for _ in range(4)]
+    try:
+        for client in clients:
+            assert client.wait(lambda c=client: c.max_concurrent_streams is not None, timeout=5)
+            assert client.max_concurrent_streams is not None
+            assert client.max_concurrent_streams <= 100
+            for _ in range(client.max_concurrent_streams):
+                client.request("/big")
+        peak = idle
+        statuses: Counter[int | None] = Counter()
+        started = time.monotonic()
+        # The window stays shut: nothing can be sent; the server must hold little and then
+        # close every connection once send_timeout (2 s) passes without progress.
+        while time.monotonic() - started < 6 and not all(c.closed for c in clients):
+            for client in clients:
+                if not client.closed:
+                    client.receive(0.05)
+            peak = max(peak, rss(server))
+        closed_after = time.monotonic() - started
+        for client in clients:
+            statuses.update(stream.status for stream in client.streams.values())
+        print(
+            f"figure: h2c zero window idle {idle / MIB:.0f} MiB, peak +{(peak - idle) / MIB:.1f}"
+            f" MiB, closed after {closed_after:.1f}s, statuses {dict(statuses)}"
+        )
+        assert peak - idle < BOUND, f"peak {(peak - idle) / MIB:.0f} MiB above idle"
+        assert all(c.closed for c in clients), "a zero-window connection was kept"
+        assert closed_after < 4.5, f"closed only after {closed_after:.1f}s"
+        assert statuses[200] >= 4, statuses
+        assert set(statuses) <= {200, 503}, statuses
+    finally:
+        for client in clients:
+            client.close()
+    after = settle(server, idle)
+    assert after - idle < RETURNED, f"still {(after - idle) / MIB:.0f} MiB above idle"
+    with server.client() as http:
+        assert len(http.get("/big").content) == BIG
+
+
+def test_200_http1_clients_that_never_read_are_capped_and_closed(server: Server) -> None:
+    idle = idle_rss(server)
+    sockets = [non_reader(server) for _ in range(200)]
+    ports = {sock.getsockname()[1] for sock in sockets}
+    try:
+        peak = idle
+        started = time.monotonic()
+        while time.monotonic() - started < 1.5:
+            peak = max(peak, rss(server))
+            time.sleep(0.05)
+        # Each client's buffer holds at least the head of whatever it got.
+        status = {sock.getsockname()[1]: sock.recv(16, socket.MSG_PEEK)[9:12] for sock in sockets}
+        statuses = Counter(status.values())
+        holders = {port for port, code in status.items() if code == b"200"}
+        closed_after: dict[str, float] = {}
+        deadline = time.monotonic() + 6
+        while len(closed_after) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            peak = max(peak, rss(server))
+            for name, group in (("holding", holders), ("answered", ports - holders)):
+                if (
+                    name not in closed_after
+                    and not server_side_states(server, group)["established"]
+                ):
+                    closed_after[name] = time.monotonic() - started
+        print(
+            f"figure: 200 HTTP/1 non-readers peak +{(peak - idle) / MIB:.1f} MiB, statuses"
+            f" {dict(statuses)}, closed by the server after {closed_after}"
+        )
+        assert peak - idle < BOUND, f"peak {(peak - idle) / MIB:.0f} MiB above idle"
+        assert set(statuses) <= {b"200", b"503"}, statuses
+        assert statuses[b"200"] >= 1, statuses
+        # Holding a response: send_timeout (2 s), within a quarter more. Answered in full (a
+        # 503): an idle keep-alive connection, closed at header_timeout (3 s).
+        assert closed_after.get("holding", 99) < 3.5, closed_after
+        assert closed_after.get("answered", 99) < 5.0, closed_after
+    finally:
+        for sock in sockets:
+            sock.close()
+    after = settle(server, idle)
+    assert after - idle < RETURNED, f"still {(after - idle) / MIB:.0f} MiB above idle"
+
+
+def test_a_client_reading_a_byte_a_second_is_closed_after_send_timeout(server: Server) -> None:
+    sock = non_reader(server)
+    port = sock.getsockname()[1]
+    try:
+        started = time.monotonic()
+        received = b""
+        while time.monotonic() - started < 8:
+            received += sock.recv(1)
+            if not server_side_states(server, {port})["established"]:
+                break
+            time.sleep(1.0)
+        closed_after = time.monotonic() - started
+        print(f"figure: 1 B/s reader closed by the server after {closed_after:.1f}s")
+        assert received.startswith(b"HTTP/1.1 200"[: len(received)])
+        assert not server_side_states(server, {port})["established"], "still open after 8 s"
+        # send_timeout 2 s, detected within a quarter more, plus the reader's 1 s steps.
+        assert closed_after < 4.5, f"closed only after {closed_after:.1f}s"
+    finally:
+        sock.close()
+
+
+def test_a_client_that_reads_gets_a_big_response_whole(server: Server) -> None:
+    # The caps do not touch a client that takes what it is sent, however slowly it starts.
+    sock = non_reader(server)
+    try:
+        time.sleep(1.0)
+        data = bytearray()
+        while chunk := sock.recv(1 << 20):
+            data += chunk
+            if len(data) > BIG and data.endswith(b"x" * 16):
+                head, _, body = bytes(data).partition(b"\r\n\r\n")
+                if len(body) == BIG:
+                    break
+        head, _, body = bytes(data).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert len(body) == BIG
+    finally:
+        sock.close()
