@@ -327,8 +327,9 @@ impl Watch {
             if sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            let next = sleep.deadline() + tick;
-            sleep.as_mut().reset(next);
+            // From now, not from the deadline: a runtime held up past several ticks must not
+            // have them all counted at once against the client.
+            sleep.as_mut().reset(Instant::now() + tick);
             if sending && self.send.still(outbox.taken(), false) {
                 return Poll::Ready(Verdict::Stalled);
             }
