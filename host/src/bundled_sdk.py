@@ -11,6 +11,7 @@ import importlib.machinery
 import importlib.util
 import io
 import marshal
+import os
 import sys
 from importlib.resources.abc import Traversable, TraversableResources
 
@@ -168,18 +169,29 @@ def install(files, version, magic):
     sys.meta_path.insert(0, finder)
     for name in [name for name in sys.modules if name == ROOT or name.startswith(ROOT + ".")]:
         del sys.modules[name]
-    try:
-        from importlib import metadata
-
-        installed = metadata.distribution(ROOT)
-    except Exception:
+    installed = installed_version()
+    if installed is None or installed[0] == version:
         return None
-    if installed.version == version:
-        return None
-    where = installed.locate_file("")
     return (
-        f"the virtualenv's pyhost SDK {installed.version} ({where}) is not the SDK {version} "
-        f"this host was built with; the host uses its own {version}. Install the matching "
-        f"SDK (pip install pyhost=={version}, or ./pyruntime) for editors, type checkers and "
-        "plugin unit tests"
+        f"the virtualenv's pyhost SDK {installed[0]} ({installed[1]}) is not the SDK {version} "
+        "this host was "
+        f"built with; the host uses its own {version}. Install the matching SDK (pip install "
+        f"pyhost=={version}, or ./pyruntime) for editors, type checkers and plugin unit tests"
     )
+
+
+def installed_version():
+    """``(version, directory)`` of a ``pyhost`` distribution on ``sys.path``, if any.
+
+    Read from the ``pyhost-VERSION.dist-info`` directory's name: ``importlib.metadata`` would
+    do, but importing it (email, zipfile, csv, ...) costs every server about 3 MiB.
+    """
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith(ROOT + "-") and name.endswith(".dist-info"):
+                return name[len(ROOT) + 1 : -len(".dist-info")], entry
+    return None

@@ -27,9 +27,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
-use pyhost_core::config::ServerConfig;
 use crate::service::HttpService;
 pub use limits::ConnectionLimits;
+use pyhost_core::config::ServerConfig;
 
 /// What every connection of one server shares.
 struct Shared {
