@@ -35,8 +35,8 @@ pub fn load(py: Python<'_>, config: &Config) -> Result<LoadedApp, StartupError> 
     py.import("pyhost")
         .map_err(|err| sdk_error(format_exception(py, &err)))?;
     // Only looked for, not imported: cffi and the binding of the host's table load on a
-    // plugin's first host call, and an app that makes none never pays their 5 MiB and 80 ms
-    // (measured with bench/run.py: peak RSS 34.2 against 28.6 MiB, start-up 157 against 75 ms).
+    // plugin's first host call, and an app that makes none never pays for them (binding at
+    // start-up took the bench app's idle RSS from 32.1 to 33.6 MiB).
     let find_spec = py
         .import("importlib.util")
         .and_then(|util| util.getattr("find_spec"))
