@@ -24,7 +24,7 @@ static STARTED: OnceLock<Result<(), String>> = OnceLock::new();
 
 /// Which virtualenv the interpreter uses, and why.
 #[derive(Debug, Clone)]
-pub struct VenvChoice {
+pub(crate) struct VenvChoice {
     /// The virtualenv directory.
     pub path: PathBuf,
     /// `app.venv` or `VIRTUAL_ENV`.
@@ -32,7 +32,7 @@ pub struct VenvChoice {
 }
 
 /// Picks the virtualenv: `app.venv` from the config, else `VIRTUAL_ENV` from the environment.
-pub fn venv_for(config: &Config) -> Result<Option<VenvChoice>, StartupError> {
+pub(crate) fn venv_for(config: &Config) -> Result<Option<VenvChoice>, StartupError> {
     if let Some(path) = &config.venv {
         return Ok(Some(VenvChoice {
             path: path.clone(),
@@ -62,7 +62,7 @@ pub fn venv_for(config: &Config) -> Result<Option<VenvChoice>, StartupError> {
 ///
 /// Must run before any `Python::attach`. The GIL is released before returning, so any thread
 /// may attach afterwards.
-pub fn initialize(config: &Config, register_modules: fn()) -> Result<(), StartupError> {
+pub(crate) fn initialize(config: &Config, register_modules: fn()) -> Result<(), StartupError> {
     let venv = venv_for(config)?;
     let outcome = STARTED.get_or_init(|| {
         let program = match &venv {
@@ -197,7 +197,7 @@ pub struct InterpreterInfo {
 /// the interpreter's state.
 ///
 /// GIL: held by the caller (`py`).
-pub fn prepare_paths(py: Python<'_>, config: &Config) -> PyResult<InterpreterInfo> {
+pub(crate) fn prepare_paths(py: Python<'_>, config: &Config) -> PyResult<InterpreterInfo> {
     if let Some(note) = crate::bundled_sdk::install(py)? {
         tracing::warn!("{note}");
     }
@@ -227,7 +227,7 @@ pub fn prepare_paths(py: Python<'_>, config: &Config) -> PyResult<InterpreterInf
 /// Formats a Python exception with its traceback, as Python would print it.
 ///
 /// GIL: held by the caller (`py`).
-pub fn format_exception(py: Python<'_>, err: &PyErr) -> String {
+pub(crate) fn format_exception(py: Python<'_>, err: &PyErr) -> String {
     let formatted = py.import("traceback").and_then(|tb| {
         tb.call_method1("format_exception", (err.value(py),))?
             .extract::<Vec<String>>()

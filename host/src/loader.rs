@@ -14,7 +14,7 @@ use pyhost_core::config::{Config, PluginConfig};
 use pyhost_core::spec::RouteSpec;
 
 /// The loaded plugins: route specs and, at the same positions, their handlers.
-pub struct LoadedApp {
+pub(crate) struct LoadedApp {
     /// Route declarations, plugin by plugin, in each router's order.
     pub specs: Vec<RouteSpec>,
     /// Handler callables; `handlers[i]` serves `specs[i]`.
@@ -24,7 +24,7 @@ pub struct LoadedApp {
 /// Imports every plugin's module, takes its router and reads every route.
 ///
 /// GIL: held by the caller (`py`).
-pub fn load(py: Python<'_>, config: &Config) -> Result<LoadedApp, StartupError> {
+pub(crate) fn load(py: Python<'_>, config: &Config) -> Result<LoadedApp, StartupError> {
     let sdk_error = |detail: String| StartupError::Import {
         file: config.source.clone(),
         key: "app.venv".to_owned(),

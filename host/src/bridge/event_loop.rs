@@ -36,7 +36,7 @@ fn register_modules() {
 }
 
 /// Loads the handler package on the current thread without serving (for `check`/`routes`).
-pub fn inspect(config: &Config) -> Result<Ready, StartupError> {
+pub(crate) fn inspect(config: &Config) -> Result<Ready, StartupError> {
     interpreter::initialize(config, register_modules)?;
     stats::attach(|py| load_and_compile(py, config).map(|(ready, _)| ready))
 }
@@ -57,7 +57,7 @@ fn load_and_compile(py: Python<'_>, config: &Config) -> Result<(Ready, LoadedApp
 /// Starts the loop thread and waits until the package is loaded (or failed to load).
 ///
 /// Returns the route table and a receiver that yields once the loop thread has finished.
-pub fn spawn(
+pub(super) fn spawn(
     config: &Config,
     queue: Arc<WakeQueue<Message>>,
 ) -> Result<(Ready, mpsc::Receiver<()>), StartupError> {

@@ -8,11 +8,11 @@
 
 mod completer;
 mod event_loop;
-pub mod pyrequest;
+pub(crate) mod pyrequest;
 mod queue;
-pub mod response;
+pub(crate) mod response;
 mod sdk;
-pub mod stats;
+pub(crate) mod stats;
 mod stepper;
 mod watchdog;
 
@@ -29,11 +29,11 @@ use pyhost_core::reply::Reply;
 use pyhost_core::request::RequestData;
 use pyhost_core::routing::RouteTable;
 
-pub use event_loop::inspect;
-pub use queue::WakeQueue;
+pub(crate) use event_loop::inspect;
+pub(crate) use queue::WakeQueue;
 
 /// What the loop thread is asked to do.
-pub enum Message {
+pub(crate) enum Message {
     /// Run a handler for a request.
     Run(Box<Job>),
     /// Cancel the handler task of request `key` (its client left or its time ran out).
@@ -41,7 +41,7 @@ pub enum Message {
 }
 
 /// One request on its way to a handler.
-pub struct Job {
+pub(crate) struct Job {
     /// Identifies the request's task for cancellation.
     pub key: u64,
     /// When the handler must have answered, if the route has a timeout.

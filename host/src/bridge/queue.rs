@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A multi-producer, single-consumer batch queue with an fd-based wake-up.
-pub struct WakeQueue<T> {
+pub(crate) struct WakeQueue<T> {
     items: Mutex<Vec<T>>,
     armed: AtomicBool,
     stopping: AtomicBool,
@@ -20,7 +20,7 @@ pub struct WakeQueue<T> {
 
 impl<T> WakeQueue<T> {
     /// Creates the queue and its eventfd.
-    pub fn new() -> std::io::Result<Self> {
+    pub(crate) fn new() -> std::io::Result<Self> {
         // SAFETY: eventfd has no pointer arguments; a non-negative result is a new descriptor
         // we own from here on.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
@@ -38,12 +38,12 @@ impl<T> WakeQueue<T> {
     }
 
     /// The descriptor the event loop watches for readability.
-    pub fn fd(&self) -> RawFd {
+    pub(crate) fn fd(&self) -> RawFd {
         self.wake_fd.as_raw_fd()
     }
 
     /// Queues an item and wakes the consumer if it is not already due to wake.
-    pub fn push(&self, item: T) {
+    pub(crate) fn push(&self, item: T) {
         self.items
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -54,18 +54,18 @@ impl<T> WakeQueue<T> {
     }
 
     /// Asks the consumer to stop; it sees this on its next wake-up.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
         self.wake();
     }
 
     /// Whether [`stop`](Self::stop) was called.
-    pub fn is_stopping(&self) -> bool {
+    pub(crate) fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
     }
 
     /// Takes everything queued. Called by the consumer when the fd is readable.
-    pub fn drain(&self) -> Vec<T> {
+    pub(crate) fn drain(&self) -> Vec<T> {
         let mut counter = 0u64;
         // SAFETY: reads 8 bytes into a live u64 from our own eventfd; a failed read (EAGAIN:
         // nothing pending) leaves it untouched, which is fine.

@@ -18,7 +18,7 @@ const OCTETS: &str = "application/octet-stream";
 
 /// Why a handler's result could not become a response.
 #[derive(Debug, thiserror::Error)]
-pub enum ConvertError {
+pub(crate) enum ConvertError {
     /// The value (or part of it) has no HTTP form.
     #[error("cannot turn a {type_name} into a response: {reason}")]
     Unserializable {
@@ -41,7 +41,7 @@ fn type_name(value: &Bound<'_, PyAny>) -> String {
 }
 
 /// Converts a handler's return value.
-pub fn from_result(result: &Bound<'_, PyAny>) -> Result<Reply, ConvertError> {
+pub(crate) fn from_result(result: &Bound<'_, PyAny>) -> Result<Reply, ConvertError> {
     let py = result.py();
     if result.is_none() {
         return Ok(Reply::empty(StatusCode::NO_CONTENT));
@@ -148,7 +148,7 @@ fn header_value(text: &str) -> Result<HeaderValue, ConvertError> {
 }
 
 /// Reads headers given as a mapping or a sequence of `(name, value)` pairs.
-pub fn headers_of(
+pub(crate) fn headers_of(
     value: &Bound<'_, PyAny>,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, ConvertError> {
     if value.is_none() {
@@ -187,7 +187,7 @@ pub fn headers_of(
 }
 
 /// The reply for an `HTTPError` raised by a handler.
-pub fn from_http_error(error: &Bound<'_, PyAny>) -> Result<Reply, ConvertError> {
+pub(crate) fn from_http_error(error: &Bound<'_, PyAny>) -> Result<Reply, ConvertError> {
     let status = status_of(&error.getattr("status").map_err(invalid)?)?;
     let detail = error.getattr("detail").map_err(invalid)?;
     let dict = PyDict::new(error.py());

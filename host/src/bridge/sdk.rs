@@ -5,7 +5,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
 /// Classes from the `pyhost` SDK and the standard library the bridge needs.
-pub struct Sdk {
+pub(super) struct Sdk {
     /// `pyhost.Headers`.
     pub headers: Py<PyAny>,
     /// `pyhost.QueryParams`.
@@ -21,7 +21,7 @@ pub struct Sdk {
 
 impl Sdk {
     /// `uuid.UUID`.
-    pub fn uuid<'py>(&self, py: Python<'py>) -> PyResult<&Bound<'py, PyAny>> {
+    pub(super) fn uuid<'py>(&self, py: Python<'py>) -> PyResult<&Bound<'py, PyAny>> {
         self.uuid
             .get_or_try_init(py, || Ok(py.import("uuid")?.getattr("UUID")?.unbind()))
             .map(|class| class.bind(py))
@@ -31,7 +31,7 @@ impl Sdk {
 static SDK: PyOnceLock<Sdk> = PyOnceLock::new();
 
 /// Returns the cached classes, importing them on first use.
-pub fn sdk(py: Python<'_>) -> PyResult<&Sdk> {
+pub(super) fn sdk(py: Python<'_>) -> PyResult<&Sdk> {
     SDK.get_or_try_init(py, || {
         let pyhost = py.import("pyhost")?;
         Ok(Sdk {

@@ -14,7 +14,7 @@ const BUCKETS: usize = 4 * 36;
 const FLOOR_NANOS: f64 = 64.0;
 
 /// A lock-free histogram of durations.
-pub struct Histogram {
+pub(crate) struct Histogram {
     buckets: [AtomicU64; BUCKETS],
     count: AtomicU64,
     max: AtomicU64,
@@ -22,7 +22,7 @@ pub struct Histogram {
 
 impl Histogram {
     /// An empty histogram.
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Self {
             buckets: [const { AtomicU64::new(0) }; BUCKETS],
             count: AtomicU64::new(0),
@@ -31,7 +31,7 @@ impl Histogram {
     }
 
     /// Records one duration.
-    pub fn record(&self, duration: Duration) {
+    pub(crate) fn record(&self, duration: Duration) {
         let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
         self.buckets[bucket_of(nanos)].fetch_add(1, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
@@ -39,12 +39,12 @@ impl Histogram {
     }
 
     /// Number of recorded durations.
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
 
     /// The duration below which `quantile` (0..=1) of the records fall (bucket upper bound).
-    pub fn quantile(&self, quantile: f64) -> Duration {
+    pub(crate) fn quantile(&self, quantile: f64) -> Duration {
         let total = self.count();
         if total == 0 {
             return Duration::ZERO;
@@ -62,7 +62,7 @@ impl Histogram {
     }
 
     /// The longest recorded duration.
-    pub fn max(&self) -> Duration {
+    pub(crate) fn max(&self) -> Duration {
         Duration::from_nanos(self.max.load(Ordering::Relaxed))
     }
 }
@@ -80,7 +80,7 @@ fn upper_bound(index: usize) -> f64 {
 }
 
 /// The bridge's figures.
-pub struct BridgeStats {
+pub(crate) struct BridgeStats {
     /// Time the loop thread held the GIL on a request's behalf: starting it, every step of
     /// the handler, and converting its result.
     pub gil_hold: Histogram,
@@ -94,7 +94,7 @@ pub struct BridgeStats {
 }
 
 /// The process-wide figures (there is one interpreter per process).
-pub static STATS: BridgeStats = BridgeStats {
+pub(crate) static STATS: BridgeStats = BridgeStats {
     gil_hold: Histogram::new(),
     handoff: Histogram::new(),
     gil_wait: Histogram::new(),
@@ -102,7 +102,7 @@ pub static STATS: BridgeStats = BridgeStats {
 };
 
 /// `Python::attach` for the host's own threads, recording how long the GIL took to get.
-pub fn attach<R>(f: impl for<'py> FnOnce(pyo3::Python<'py>) -> R) -> R {
+pub(crate) fn attach<R>(f: impl for<'py> FnOnce(pyo3::Python<'py>) -> R) -> R {
     if tokio::runtime::Handle::try_current().is_ok() {
         STATS.tokio_attaches.fetch_add(1, Ordering::Relaxed);
         tracing::warn!("the GIL was requested from inside a tokio runtime");
@@ -116,7 +116,7 @@ pub fn attach<R>(f: impl for<'py> FnOnce(pyo3::Python<'py>) -> R) -> R {
 
 impl BridgeStats {
     /// One line of `key=value` figures, in microseconds.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let us = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e6);
         format!(
             "requests={} gil_hold_p50_us={} gil_hold_p99_us={} gil_hold_max_us={} handoff_p50_us={} handoff_p99_us={} gil_waits={} gil_wait_max_us={} tokio_gil_attaches={}",

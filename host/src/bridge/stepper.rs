@@ -20,7 +20,7 @@ use crate::bridge::watchdog;
 use crate::services::identity::Scope;
 
 /// `pyhost._context.current`, set to the request at a handler task's first step.
-pub static CURRENT: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+pub(super) static CURRENT: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
 
 /// A handler call as the coroutine its asyncio task runs.
 ///
@@ -107,8 +107,8 @@ impl Watched {
         let status = unsafe { ffi::PyIter_Send(self.coroutine.as_ptr(), value.as_ptr(), &mut out) };
         self.leave(started);
         match status {
-            // SAFETY: PYGEN_NEXT hands back a new, non-NULL reference.
             ffi::PySendResult::PYGEN_NEXT => {
+                // SAFETY: PYGEN_NEXT hands back a new, non-NULL reference.
                 Ok(Some(unsafe { Bound::from_owned_ptr(py, out) }.unbind()))
             }
             ffi::PySendResult::PYGEN_RETURN => {

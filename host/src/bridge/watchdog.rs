@@ -50,7 +50,7 @@ static WATCHDOG: OnceLock<std::thread::Thread> = OnceLock::new();
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 
 /// A monotonic time as nanoseconds since the first call, for storing in atomics.
-pub fn monotonic_nanos(at: Instant) -> u64 {
+pub(super) fn monotonic_nanos(at: Instant) -> u64 {
     let epoch = *EPOCH.get_or_init(Instant::now);
     u64::try_from(at.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
 }
@@ -58,7 +58,7 @@ pub fn monotonic_nanos(at: Instant) -> u64 {
 /// Registers the loop thread and the exception to raise, and starts the watchdog thread once.
 ///
 /// GIL: held (`py`); must be called on the loop thread.
-pub fn start(py: Python<'_>, exception: Py<PyAny>) -> PyResult<()> {
+pub(super) fn start(py: Python<'_>, exception: Py<PyAny>) -> PyResult<()> {
     let ident: u64 = py
         .import("threading")?
         .call_method0("get_ident")?

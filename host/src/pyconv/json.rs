@@ -23,7 +23,7 @@ const MAX_DEPTH: usize = 256;
 /// value, converted by the host, and a `Response`/`JSONResponse` body, rendered by the SDK
 /// through `_pyhost_json.dumps`) fail with these, so they refuse the same values.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum SerializeError {
+pub(crate) enum SerializeError {
     /// NaN and the infinities have no JSON form (Python's `json` writes them anyway, as
     /// `NaN` and `Infinity`, which JSON parsers refuse).
     #[error("out of range float values are not JSON compliant: {0}")]
@@ -48,7 +48,7 @@ pub enum SerializeError {
 impl SerializeError {
     /// The exception `json.dumps` raises for the same problem: `TypeError` for a type JSON
     /// cannot express, `ValueError` for a value it cannot.
-    pub fn into_py_err(self) -> PyErr {
+    pub(crate) fn into_py_err(self) -> PyErr {
         match self {
             Self::Unsupported(_) | Self::Key(_) => PyTypeError::new_err(self.to_string()),
             _ => PyValueError::new_err(self.to_string()),
@@ -60,7 +60,7 @@ impl SerializeError {
 /// spelled as Python's `repr` spells them, so the bytes are those of
 /// `json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)` for every
 /// value this accepts.
-pub fn to_json(value: &Bound<'_, PyAny>) -> Result<Vec<u8>, SerializeError> {
+pub(crate) fn to_json(value: &Bound<'_, PyAny>) -> Result<Vec<u8>, SerializeError> {
     let mut out = Vec::with_capacity(128);
     let failure = Cell::new(None);
     let mut serializer = serde_json::Serializer::with_formatter(&mut out, PythonFloats);
@@ -355,7 +355,7 @@ fn json_key(key: &Bound<'_, PyAny>) -> Result<String, SerializeError> {
 }
 
 /// Builds Python objects from parsed JSON (objects in their order: `preserve_order` is on).
-pub fn to_python<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn to_python<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
     Ok(match value {
         Value::Null => py.None().into_bound(py),
         Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
@@ -390,7 +390,7 @@ pub fn to_python<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyA
 
 /// Why a body could not become Python objects.
 #[derive(Debug, thiserror::Error)]
-pub enum ParseError {
+pub(crate) enum ParseError {
     /// The body is not JSON, or holds an integer that does not fit in 64 bits.
     #[error("{0}")]
     Malformed(String),
@@ -411,7 +411,10 @@ pub enum ParseError {
 /// `preserve_order` is on, so the tree keeps the body's order too. It costs the worker's
 /// parse 10-19% more (9.3k against 8.2k; 248k against 203k) and makes schema checks no slower
 /// (1.0k against 1.2k; 14.6k against 17.5k).
-pub fn parse_to_python<'py>(py: Python<'py>, body: &[u8]) -> Result<Bound<'py, PyAny>, ParseError> {
+pub(crate) fn parse_to_python<'py>(
+    py: Python<'py>,
+    body: &[u8],
+) -> Result<Bound<'py, PyAny>, ParseError> {
     pyhost_core::validation::check_integer_widths(body).map_err(ParseError::Malformed)?;
     let failure = Cell::new(None);
     let mut deserializer = serde_json::Deserializer::from_slice(body);

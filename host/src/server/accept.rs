@@ -22,7 +22,7 @@ const FIRST_PAUSE: Duration = Duration::from_millis(10);
 const MAX_PAUSE: Duration = Duration::from_secs(1);
 
 /// Accepts connections until `shutdown` resolves, handing each to `serve` with its slot.
-pub async fn accept_until(
+pub(super) async fn accept_until(
     listener: &TcpListener,
     slots: Arc<Semaphore>,
     shutdown: impl Future<Output = ()>,

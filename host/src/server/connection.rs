@@ -25,7 +25,7 @@ use super::protocols::{Protocol, sniff};
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One accepted connection, before its protocol is known.
-pub struct Connection {
+pub(super) struct Connection {
     pub stream: TcpStream,
     pub peer: SocketAddr,
     pub shared: Arc<Shared>,
@@ -50,7 +50,7 @@ impl Connection {
     /// them back as a separate first read, which makes hyper grow its 8 KiB read buffer to
     /// 16 KiB on every connection). A client that sends nothing within `header_timeout` is
     /// disconnected, as one that stalls mid-head is.
-    pub async fn run(self) {
+    pub(super) async fn run(self) {
         let Self {
             stream,
             peer,

@@ -24,25 +24,25 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// Whether the drain has begun, for every connection to see.
 #[derive(Default)]
-pub struct Drain {
+pub(super) struct Drain {
     begun: AtomicBool,
     token: CancellationToken,
 }
 
 impl Drain {
     /// Starts the drain: every connection is woken to act on it.
-    pub fn begin(&self) {
+    pub(super) fn begin(&self) {
         self.begun.store(true, Ordering::Release);
         self.token.cancel();
     }
 
     /// Whether the drain has begun.
-    pub fn has_begun(&self) -> bool {
+    pub(super) fn has_begun(&self) -> bool {
         self.begun.load(Ordering::Acquire)
     }
 
     /// Resolves when the drain begins.
-    pub fn begun(&self) -> WaitForCancellationFutureOwned {
+    pub(super) fn begun(&self) -> WaitForCancellationFutureOwned {
         self.token.clone().cancelled_owned()
     }
 }

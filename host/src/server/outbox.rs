@@ -41,7 +41,7 @@ use super::limits::CHUNK;
 use super::throttle::Throttle;
 
 /// The server's budget of response bytes held for clients, shared by every connection.
-pub struct Budget {
+pub(super) struct Budget {
     held: AtomicUsize,
     limit: usize,
     refusals: Throttle,
@@ -49,7 +49,7 @@ pub struct Budget {
 
 impl Budget {
     /// A budget of `limit` bytes.
-    pub fn new(limit: usize) -> Self {
+    pub(super) fn new(limit: usize) -> Self {
         Self {
             held: AtomicUsize::new(0),
             limit,
@@ -66,7 +66,7 @@ impl Budget {
 
 /// Why a response was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub(super) enum Refusal {
     /// The connection's other responses hold its share already.
     #[error("this connection's responses already hold {held} of its {limit} bytes")]
     Connection {
@@ -87,7 +87,7 @@ pub enum Refusal {
 
 /// One connection's responses: what they hold, how much of them clients have taken, and how
 /// many requests are open.
-pub struct Outbox {
+pub(super) struct Outbox {
     budget: Arc<Budget>,
     drain: Arc<Drain>,
     limit: usize,
@@ -99,7 +99,7 @@ pub struct Outbox {
 
 impl Outbox {
     /// The outbox of a new connection, drawing on `budget`, holding at most `limit` bytes.
-    pub fn new(budget: Arc<Budget>, drain: Arc<Drain>, limit: usize) -> Self {
+    pub(super) fn new(budget: Arc<Budget>, drain: Arc<Drain>, limit: usize) -> Self {
         Self {
             budget,
             drain,
@@ -112,27 +112,27 @@ impl Outbox {
     }
 
     /// Response bytes this connection holds.
-    pub fn held(&self) -> usize {
+    pub(super) fn held(&self) -> usize {
         self.held.load(Ordering::Relaxed)
     }
 
     /// Response bytes of this connection that clients have taken so far.
-    pub fn taken(&self) -> u64 {
+    pub(super) fn taken(&self) -> u64 {
         self.taken.load(Ordering::Relaxed)
     }
 
     /// Requests begun whose response body hyper has not dropped yet.
-    pub fn open(&self) -> usize {
+    pub(super) fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
 
     /// Requests begun plus requests finished: unchanged between two looks, nothing happened.
-    pub fn events(&self) -> u64 {
+    pub(super) fn events(&self) -> u64 {
         self.events.load(Ordering::Relaxed)
     }
 
     /// Marks a request begun; the guard marks it finished when dropped.
-    pub fn begin(self: &Arc<Self>) -> RequestGuard {
+    pub(super) fn begin(self: &Arc<Self>) -> RequestGuard {
         self.open.fetch_add(1, Ordering::Relaxed);
         self.events.fetch_add(1, Ordering::Relaxed);
         RequestGuard(self.clone())
@@ -232,12 +232,12 @@ impl Outbox {
 
 /// A request between its start and the drop of its response body (or of the request's
 /// future, when the client went away first).
-pub struct RequestGuard(Arc<Outbox>);
+pub(super) struct RequestGuard(Arc<Outbox>);
 
 impl RequestGuard {
     /// The request's response as hyper is to send it (see [`Outbox`]); `http1` when the
     /// connection may be HTTP/1, whose drain needs `Connection: close`.
-    pub fn respond(self, response: Response<Full<Bytes>>, http1: bool) -> Response<OutBody> {
+    pub(super) fn respond(self, response: Response<Full<Bytes>>, http1: bool) -> Response<OutBody> {
         let outbox = self.0.clone();
         outbox.admit(response, self, http1)
     }
@@ -309,7 +309,7 @@ impl Drop for Piece {
 }
 
 /// A response body as hyper gets it: the rest of the bytes, handed out in pieces.
-pub struct OutBody {
+pub(super) struct OutBody {
     rest: Bytes,
     /// The connection to credit each piece to, for a body cut into pieces.
     pieces: Option<Arc<Outbox>>,

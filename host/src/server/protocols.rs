@@ -36,7 +36,7 @@ fn library_bound(limit: usize) -> usize {
 /// serve all three cases (`http1_only()` / `http2_only()` copies of it), but its connection
 /// future is sized for either protocol: about 1 KiB more per connection than hyper's own
 /// HTTP/1 connection (15.2 against 14.2 KiB for each of 1,000 idle keep-alive connections).
-pub struct Protocols {
+pub(super) struct Protocols {
     pub http1: http1::Builder,
     pub http2: http2::Builder<TokioExecutor>,
     /// For a client whose first bytes could still become either protocol; it reads until
@@ -45,7 +45,7 @@ pub struct Protocols {
 }
 
 impl Protocols {
-    pub fn new(server: &ServerConfig, connections: &ConnectionLimits) -> Self {
+    pub(super) fn new(server: &ServerConfig, connections: &ConnectionLimits) -> Self {
         // The limits themselves are the service's to enforce, with a JSON answer; the
         // libraries only stop a head far beyond them.
         let max_headers = library_bound(server.max_headers);
@@ -114,7 +114,7 @@ fn configure_http2(
 
 /// The protocol a connection's first bytes announce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
+pub(super) enum Protocol {
     Http1,
     Http2,
     /// A strict prefix of the HTTP/2 preface, too short to tell.
@@ -122,7 +122,7 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    pub fn of(first: &[u8]) -> Self {
+    pub(super) fn of(first: &[u8]) -> Self {
         let length = first.len().min(H2_PREFACE.len());
         if first[..length] != H2_PREFACE[..length] {
             Self::Http1
@@ -136,7 +136,7 @@ impl Protocol {
 
 /// Waits for the client's first bytes and names the protocol they start, leaving them in the
 /// socket. `None` when the client closed without sending anything.
-pub async fn sniff(stream: &TcpStream) -> io::Result<Option<Protocol>> {
+pub(super) async fn sniff(stream: &TcpStream) -> io::Result<Option<Protocol>> {
     let mut first = [0u8; H2_PREFACE.len()];
     let length = stream.peek(&mut first).await?;
     Ok((length > 0).then(|| Protocol::of(&first[..length])))

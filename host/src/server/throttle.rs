@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A rate limit for one kind of warning.
-pub struct Throttle {
+pub(super) struct Throttle {
     interval: Duration,
     state: Mutex<State>,
 }
@@ -18,7 +18,7 @@ struct State {
 
 impl Throttle {
     /// At most one warning per `interval`.
-    pub const fn new(interval: Duration) -> Self {
+    pub(super) const fn new(interval: Duration) -> Self {
         Self {
             interval,
             state: Mutex::new(State {
@@ -31,7 +31,7 @@ impl Throttle {
     /// Calls `warn` with the number of occurrences not logged since the last warning, unless
     /// one was logged less than the interval ago. Only called on a failure path: the lock and
     /// the clock read are never on a request's way.
-    pub fn warn(&self, warn: impl FnOnce(u64)) {
+    pub(super) fn warn(&self, warn: impl FnOnce(u64)) {
         let now = Instant::now();
         let mut state = match self.state.lock() {
             Ok(state) => state,

@@ -16,7 +16,7 @@ use super::{ServiceError, caller, identity, services};
 
 /// `pyhost_buffer`: bytes allocated by the host, released with `free_buffer`.
 #[repr(C)]
-pub struct Buffer {
+pub(crate) struct Buffer {
     data: *mut u8,
     len: usize,
     cap: usize,
@@ -27,7 +27,7 @@ const OK: Status = 0;
 
 /// `pyhost_host_v2`.
 #[repr(C)]
-pub struct HostTable {
+pub(crate) struct HostTable {
     abi_version: u32,
     struct_size: u32,
     log: unsafe extern "C" fn(
@@ -50,7 +50,7 @@ pub struct HostTable {
 }
 
 /// The table handed to Python (its address comes from `_pyhost_host.abi_table()`).
-pub static TABLE: HostTable = HostTable {
+pub(crate) static TABLE: HostTable = HostTable {
     abi_version: 2,
     struct_size: std::mem::size_of::<HostTable>() as u32,
     log: host_log,

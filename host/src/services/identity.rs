@@ -28,21 +28,21 @@ thread_local! {
 }
 
 /// The plugin whose code runs on this thread, if the host is running a plugin's code.
-pub fn current() -> Option<u32> {
+pub(crate) fn current() -> Option<u32> {
     CALLER.with(Cell::get)
 }
 
 /// Makes `plugin` this thread's caller until dropped, then restores the one before.
 ///
 /// Not `Send`: a scope belongs to the thread that entered it.
-pub struct Scope {
+pub(crate) struct Scope {
     previous: Option<u32>,
     _thread_bound: PhantomData<*const ()>,
 }
 
 impl Scope {
     /// Enters `plugin` (or no plugin) on this thread.
-    pub fn enter(plugin: Option<u32>) -> Self {
+    pub(crate) fn enter(plugin: Option<u32>) -> Self {
         Self {
             previous: CALLER.with(|caller| caller.replace(plugin)),
             _thread_bound: PhantomData,
@@ -222,7 +222,7 @@ static TASK_FACTORY: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock:
 /// docs). Call once, before any plugin is imported.
 ///
 /// GIL: held (`py`).
-pub fn install(py: Python<'_>) -> PyResult<()> {
+pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
     if TASK_FACTORY.get(py).is_some() {
         return Ok(());
     }
@@ -245,6 +245,6 @@ pub fn install(py: Python<'_>) -> PyResult<()> {
 
 /// The task factory that makes a plugin's tasks keep its identity, once [`install`] ran.
 /// GIL: held (`py`).
-pub fn task_factory(py: Python<'_>) -> Option<&Py<PyAny>> {
+pub(crate) fn task_factory(py: Python<'_>) -> Option<&Py<PyAny>> {
     TASK_FACTORY.get(py)
 }

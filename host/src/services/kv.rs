@@ -7,13 +7,13 @@ use std::sync::Mutex;
 /// A failure of the store (SQLite errors); the message reaches the plugin.
 #[derive(Debug, thiserror::Error)]
 #[error("key-value store: {0}")]
-pub struct KvError(String);
+pub(super) struct KvError(String);
 
 /// In-memory entries by (plugin index, key).
 type MemoryMap = HashMap<(u32, Vec<u8>), Vec<u8>>;
 
 /// Storage for the key-value service.
-pub enum KvStore {
+pub(super) enum KvStore {
     /// Lost when the process ends.
     Memory(Mutex<MemoryMap>),
     /// A SQLite database file; survives restarts.
@@ -22,12 +22,12 @@ pub enum KvStore {
 
 impl KvStore {
     /// An in-memory store.
-    pub fn memory() -> Self {
+    pub(super) fn memory() -> Self {
         KvStore::Memory(Mutex::new(HashMap::new()))
     }
 
     /// Opens (or creates) a SQLite-backed store at `path`.
-    pub fn open(path: &Path) -> Result<Self, KvError> {
+    pub(super) fn open(path: &Path) -> Result<Self, KvError> {
         let connection = rusqlite::Connection::open(path).map_err(|e| KvError(e.to_string()))?;
         connection
             .execute_batch(
@@ -46,7 +46,7 @@ impl KvStore {
 
     /// Reads `key` of plugin `plugin` (`namespace` is the plugin's name, used on disk so that
     /// reordering plugins in the config keeps their data).
-    pub fn get(
+    pub(super) fn get(
         &self,
         plugin: u32,
         namespace: &str,
@@ -71,7 +71,7 @@ impl KvStore {
     }
 
     /// Writes `key` of plugin `plugin`.
-    pub fn set(
+    pub(super) fn set(
         &self,
         plugin: u32,
         namespace: &str,
@@ -96,7 +96,7 @@ impl KvStore {
     }
 
     /// Deletes `key` of plugin `plugin` (absent keys are fine).
-    pub fn delete(&self, plugin: u32, namespace: &str, key: &[u8]) -> Result<(), KvError> {
+    pub(super) fn delete(&self, plugin: u32, namespace: &str, key: &[u8]) -> Result<(), KvError> {
         match self {
             KvStore::Memory(map) => {
                 lock(map).remove(&(plugin, key.to_vec()));

@@ -7,11 +7,11 @@
 //! run off the event loop). Neither path holds the GIL while a service runs, and neither takes
 //! the caller from Python: [`identity`] says which plugin's code is running.
 
-pub mod abi;
+pub(crate) mod abi;
 mod environment;
-pub mod identity;
+pub(crate) mod identity;
 mod kv;
-pub mod module;
+pub(crate) mod module;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,7 +26,7 @@ use kv::KvStore;
 use pyhost_core::config::{Capabilities, Config};
 
 /// The boxed future an async host function returns.
-pub type HostFuture = Pin<Box<dyn Future<Output = Result<Value, String>> + Send>>;
+pub(crate) type HostFuture = Pin<Box<dyn Future<Output = Result<Value, String>> + Send>>;
 type SyncFn = Arc<dyn Fn(Value) -> Result<Value, String> + Send + Sync>;
 type AsyncFn = Arc<dyn Fn(Value) -> HostFuture + Send + Sync>;
 
@@ -64,7 +64,7 @@ impl HostFunctions {
 
 /// Why a service call failed; maps onto the ABI's status codes.
 #[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
+pub(crate) enum ServiceError {
     /// The capability is not granted (PYHOST_DENIED).
     #[error("{0}")]
     Denied(String),
@@ -84,7 +84,7 @@ pub enum ServiceError {
 
 impl ServiceError {
     /// The ABI status code.
-    pub fn status(&self) -> i32 {
+    pub(crate) fn status(&self) -> i32 {
         match self {
             ServiceError::NotFound => 1,
             ServiceError::Denied(_) => 2,
@@ -104,7 +104,7 @@ struct PluginServices {
 }
 
 /// Everything the services need, set once when the host starts.
-pub struct Services {
+pub(crate) struct Services {
     plugins: Vec<PluginServices>,
     kv: KvStore,
     functions: HostFunctions,
@@ -114,7 +114,7 @@ pub struct Services {
 static SERVICES: OnceLock<Services> = OnceLock::new();
 
 /// Sets the services up for this process (once: there is one interpreter per process).
-pub fn install(config: &Config, functions: HostFunctions) -> Result<(), StartupError> {
+pub(crate) fn install(config: &Config, functions: HostFunctions) -> Result<(), StartupError> {
     if SERVICES.get().is_some() {
         return Err(StartupError::AlreadyStarted {
             file: config.source.clone(),
@@ -161,7 +161,7 @@ pub fn install(config: &Config, functions: HostFunctions) -> Result<(), StartupE
 
 /// The plugin whose code is calling, as the host recorded it; a call from code the host is
 /// not running for a plugin is refused.
-pub fn caller() -> Result<u32, ServiceError> {
+pub(crate) fn caller() -> Result<u32, ServiceError> {
     identity::current().ok_or_else(|| {
         ServiceError::Denied(
             "host services answer only the code the host runs for a plugin (its handlers, the \
@@ -173,7 +173,7 @@ pub fn caller() -> Result<u32, ServiceError> {
 }
 
 /// The installed services.
-pub fn services() -> Result<&'static Services, ServiceError> {
+pub(crate) fn services() -> Result<&'static Services, ServiceError> {
     SERVICES
         .get()
         .ok_or_else(|| ServiceError::Failed("host services are not set up".to_owned()))
@@ -187,13 +187,13 @@ impl Services {
     }
 
     /// Plugin names by index.
-    pub fn plugin_names(&self) -> Vec<String> {
+    pub(crate) fn plugin_names(&self) -> Vec<String> {
         self.plugins.iter().map(|p| p.name.clone()).collect()
     }
 
     /// Writes a plugin's log record into the host log; a record from outside any plugin's
     /// code (an event-loop callback) is logged with the plugin `-`.
-    pub fn log(
+    pub(crate) fn log(
         &self,
         plugin: Option<u32>,
         level: i32,
@@ -225,17 +225,17 @@ impl Services {
     }
 
     /// The plugin's settings as JSON.
-    pub fn settings(&self, plugin: u32) -> Result<Vec<u8>, ServiceError> {
+    pub(crate) fn settings(&self, plugin: u32) -> Result<Vec<u8>, ServiceError> {
         Ok(serde_json::to_vec(&self.plugin(plugin)?.settings).unwrap_or_else(|_| b"{}".to_vec()))
     }
 
     /// The plugin's settings.
-    pub fn settings_value(&self, plugin: u32) -> Result<&Value, ServiceError> {
+    pub(crate) fn settings_value(&self, plugin: u32) -> Result<&Value, ServiceError> {
         Ok(&self.plugin(plugin)?.settings)
     }
 
     /// A secret the config names for the plugin.
-    pub fn secret(&self, plugin: u32, name: &str) -> Result<Vec<u8>, ServiceError> {
+    pub(crate) fn secret(&self, plugin: u32, name: &str) -> Result<Vec<u8>, ServiceError> {
         let plugin = self.plugin(plugin)?;
         plugin
             .secrets
@@ -262,7 +262,7 @@ impl Services {
     }
 
     /// Reads a key.
-    pub fn kv_get(&self, plugin: u32, key: &[u8]) -> Result<Vec<u8>, ServiceError> {
+    pub(crate) fn kv_get(&self, plugin: u32, key: &[u8]) -> Result<Vec<u8>, ServiceError> {
         let services = self.kv_plugin(plugin)?;
         self.kv
             .get(plugin, &services.name, key)
@@ -271,7 +271,7 @@ impl Services {
     }
 
     /// Writes a key.
-    pub fn kv_set(&self, plugin: u32, key: &[u8], value: &[u8]) -> Result<(), ServiceError> {
+    pub(crate) fn kv_set(&self, plugin: u32, key: &[u8], value: &[u8]) -> Result<(), ServiceError> {
         let services = self.kv_plugin(plugin)?;
         self.kv
             .set(plugin, &services.name, key, value)
@@ -279,7 +279,7 @@ impl Services {
     }
 
     /// Deletes a key.
-    pub fn kv_delete(&self, plugin: u32, key: &[u8]) -> Result<(), ServiceError> {
+    pub(crate) fn kv_delete(&self, plugin: u32, key: &[u8]) -> Result<(), ServiceError> {
         let services = self.kv_plugin(plugin)?;
         self.kv
             .delete(plugin, &services.name, key)
@@ -299,13 +299,23 @@ impl Services {
     }
 
     /// Calls a registered sync function with JSON `data`.
-    pub fn call(&self, plugin: u32, name: &str, data: &[u8]) -> Result<Vec<u8>, ServiceError> {
+    pub(crate) fn call(
+        &self,
+        plugin: u32,
+        name: &str,
+        data: &[u8],
+    ) -> Result<Vec<u8>, ServiceError> {
         let output = self.call_value(plugin, name, parse_json(data)?)?;
         serde_json::to_vec(&output).map_err(|err| ServiceError::Failed(err.to_string()))
     }
 
     /// Calls a registered sync function with an already parsed value.
-    pub fn call_value(&self, plugin: u32, name: &str, input: Value) -> Result<Value, ServiceError> {
+    pub(crate) fn call_value(
+        &self,
+        plugin: u32,
+        name: &str,
+        input: Value,
+    ) -> Result<Value, ServiceError> {
         self.check_call(plugin, name)?;
         let function = self
             .functions
@@ -318,7 +328,7 @@ impl Services {
     /// Starts the function `name` with JSON `data`, for an awaiting Python task: an async
     /// function runs on the host's tokio runtime and is aborted when the future is dropped; a
     /// sync one runs on a blocking thread, so a slow one never stalls the event loop.
-    pub fn call_async(
+    pub(crate) fn call_async(
         &self,
         plugin: u32,
         name: &str,
@@ -354,14 +364,14 @@ impl Services {
 
     /// Checks that `plugin` may use the key-value store, for the awaitable forms, which then
     /// run the store's call on a blocking thread.
-    pub fn kv_allowed(&self, plugin: u32) -> Result<(), ServiceError> {
+    pub(crate) fn kv_allowed(&self, plugin: u32) -> Result<(), ServiceError> {
         self.kv_plugin(plugin).map(|_| ())
     }
 }
 
 /// Runs `work` on a blocking thread of the host's runtime (or of the runtime polling the
 /// future), off the event loop.
-pub async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     runtime: Option<tokio::runtime::Handle>,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ServiceError> {
@@ -376,7 +386,7 @@ pub async fn blocking<T: Send + 'static>(
 
 impl Services {
     /// The runtime host calls run on, when the host was started inside one.
-    pub fn runtime(&self) -> Option<tokio::runtime::Handle> {
+    pub(crate) fn runtime(&self) -> Option<tokio::runtime::Handle> {
         self.runtime.clone()
     }
 }

@@ -18,7 +18,7 @@ pyo3::create_exception!(
 );
 
 /// Adds `_pyhost_host` to the interpreter's built-in modules; call before it starts.
-pub fn register() {
+pub(crate) fn register() {
     pyo3::append_to_inittab!(_pyhost_host);
 }
 
