@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyString, PyTuple};
 
 use crate::bridge::sdk::sdk;
-use crate::pyconv::json::to_json;
+use crate::pyconv::json::{to_json, type_name};
 use pyhost_core::reply::Reply;
 
 const JSON: &str = "application/json";
@@ -30,14 +30,6 @@ pub(crate) enum ConvertError {
     /// A status, header or body of the wrong shape.
     #[error("invalid response: {0}")]
     Invalid(String),
-}
-
-fn type_name(value: &Bound<'_, PyAny>) -> String {
-    value
-        .get_type()
-        .fully_qualified_name()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| "?".to_owned())
 }
 
 /// Converts a handler's return value.

@@ -287,7 +287,8 @@ impl serde::Serialize for PyJson<'_, '_> {
     }
 }
 
-fn type_name(value: &Bound<'_, PyAny>) -> String {
+/// `module.Qualname` of `value`'s type, for messages.
+pub(crate) fn type_name(value: &Bound<'_, PyAny>) -> String {
     value
         .get_type()
         .fully_qualified_name()
