@@ -6,20 +6,23 @@ into the binary, ahead of ``sys.path``. ``importlib.resources`` reads the packag
 files (the C header) from the same bundle, and tracebacks show the bundled source lines.
 """
 
-import importlib.abc
 import importlib.machinery
-import importlib.util
 import io
 import marshal
 import os
 import sys
-from importlib.resources.abc import Traversable, TraversableResources
+from importlib._bootstrap_external import MAGIC_NUMBER
 
 ROOT = "pyhost"
 
 
-class BundledFile(Traversable):
-    """A file of the bundle."""
+# The classes below follow importlib's protocols (finder, loader, resource reader, traversable)
+# without deriving from importlib.abc: importing it brings in importlib.resources, and with it
+# tempfile, pathlib, shutil and the compression modules, 2.7 MiB of every server's memory.
+
+
+class BundledFile:
+    """A file of the bundle (an ``importlib.resources.abc.Traversable``)."""
 
     def __init__(self, name, text):
         self._name = name
@@ -54,8 +57,8 @@ class BundledFile(Traversable):
         return self._text
 
 
-class BundledDirectory(Traversable):
-    """A directory of the bundle."""
+class BundledDirectory:
+    """A directory of the bundle (an ``importlib.resources.abc.Traversable``)."""
 
     def __init__(self, name):
         self._name = name
@@ -90,7 +93,9 @@ class BundledDirectory(Traversable):
         raise IsADirectoryError(self._name)
 
 
-class Resources(TraversableResources):
+class Resources:
+    """The package's resource reader (``importlib.resources.abc.TraversableResources``)."""
+
     def __init__(self, directory):
         self._directory = directory
 
@@ -98,7 +103,7 @@ class Resources(TraversableResources):
         return self._directory
 
 
-class BundledSdk(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
+class BundledSdk:
     """Finder and loader of the bundled ``pyhost`` package."""
 
     def __init__(self, files, version, magic):
@@ -109,7 +114,7 @@ class BundledSdk(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
         self._packages = {}
         self._tree = BundledDirectory(ROOT)
         # Code compiled when the host was built, if by this very interpreter version.
-        usable = magic == importlib.util.MAGIC_NUMBER
+        usable = magic == MAGIC_NUMBER
         for relative, text, code in files:
             parts = relative.split("/")
             node = self._tree
@@ -153,6 +158,9 @@ class BundledSdk(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
 
     def is_package(self, fullname):
         return fullname in self._packages
+
+    def create_module(self, spec):
+        return None
 
     def exec_module(self, module):
         exec(self.get_code(module.__name__), module.__dict__)
