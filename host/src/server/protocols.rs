@@ -30,6 +30,36 @@ fn library_bound(limit: usize) -> usize {
     limit.saturating_mul(HEAD_MARGIN)
 }
 
+// The settings as one list per protocol, applied to hyper's own builders and to the ones
+// hyper-util's protocol-detecting builder hands out: those are other types with the same
+// methods, so a function cannot take both.
+macro_rules! http1_settings {
+    ($builder:expr, $server:expr, $max_headers:expr, $max_buf_size:expr) => {
+        $builder
+            .timer(TokioTimer::new())
+            // Bounds both a slow request head (slowloris) and an idle keep-alive connection:
+            // hyper starts this timer whenever it waits for a request head.
+            .header_read_timeout($server.header_timeout)
+            .max_headers($max_headers)
+            // Also bounds hyper's write queue: it asks the body for another piece only below it.
+            .max_buf_size($max_buf_size)
+    };
+}
+
+macro_rules! http2_settings {
+    ($builder:expr, $connections:expr, $max_header_list:expr) => {
+        // Windows are what a client may send unasked; the streams bound is also how many
+        // responses one connection can leave waiting on a closed window (`limits.rs`).
+        $builder
+            .timer(TokioTimer::new())
+            .max_header_list_size($max_header_list)
+            .max_concurrent_streams($connections.h2_max_concurrent_streams)
+            .initial_stream_window_size(limits::H2_STREAM_WINDOW)
+            .initial_connection_window_size(limits::H2_CONNECTION_WINDOW)
+            .max_send_buf_size(limits::H2_MAX_SEND_BUF)
+    };
+}
+
 /// The protocol builders, shared by every connection.
 ///
 /// `undecided` carries the same settings as `http1` and `http2`. hyper-util's builder could
@@ -52,64 +82,18 @@ impl Protocols {
         let max_buf_size = library_bound(server.max_head_size);
         let max_header_list = u32::try_from(max_buf_size).unwrap_or(u32::MAX);
         let mut http1 = http1::Builder::new();
-        configure_http1(&mut http1, server, max_headers, max_buf_size);
+        http1_settings!(http1, server, max_headers, max_buf_size);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
-        configure_http2(&mut http2, connections, max_header_list);
+        http2_settings!(http2, connections, max_header_list);
         let mut undecided = auto::Builder::new(TokioExecutor::new());
-        undecided
-            .http1()
-            .timer(TokioTimer::new())
-            // Bounds both a slow request head (slowloris) and an idle keep-alive connection:
-            // hyper starts this timer whenever it waits for a request head.
-            .header_read_timeout(server.header_timeout)
-            .max_headers(max_headers)
-            .max_buf_size(max_buf_size);
-        undecided
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(max_header_list)
-            .max_concurrent_streams(connections.h2_max_concurrent_streams)
-            .initial_stream_window_size(limits::H2_STREAM_WINDOW)
-            .initial_connection_window_size(limits::H2_CONNECTION_WINDOW)
-            .max_send_buf_size(limits::H2_MAX_SEND_BUF);
+        http1_settings!(undecided.http1(), server, max_headers, max_buf_size);
+        http2_settings!(undecided.http2(), connections, max_header_list);
         Self {
             http1,
             http2,
             undecided,
         }
     }
-}
-
-fn configure_http1(
-    http1: &mut http1::Builder,
-    server: &ServerConfig,
-    max_headers: usize,
-    max_buf_size: usize,
-) {
-    http1
-        .timer(TokioTimer::new())
-        // Bounds both a slow request head (slowloris) and an idle keep-alive connection:
-        // hyper starts this timer whenever it waits for a request head.
-        .header_read_timeout(server.header_timeout)
-        .max_headers(max_headers)
-        // Also bounds hyper's write queue: it asks the body for another piece only below it.
-        .max_buf_size(max_buf_size);
-}
-
-fn configure_http2(
-    http2: &mut http2::Builder<TokioExecutor>,
-    connections: &ConnectionLimits,
-    max_header_list: u32,
-) {
-    // Windows are what a client may send unasked; the streams bound is also how many
-    // responses one connection can leave waiting on a closed window (`limits.rs`).
-    http2
-        .timer(TokioTimer::new())
-        .max_header_list_size(max_header_list)
-        .max_concurrent_streams(connections.h2_max_concurrent_streams)
-        .initial_stream_window_size(limits::H2_STREAM_WINDOW)
-        .initial_connection_window_size(limits::H2_CONNECTION_WINDOW)
-        .max_send_buf_size(limits::H2_MAX_SEND_BUF);
 }
 
 /// The protocol a connection's first bytes announce.

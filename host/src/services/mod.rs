@@ -362,6 +362,11 @@ impl Services {
         })
     }
 
+    /// The runtime host calls run on, when the host was started inside one.
+    pub(crate) fn runtime(&self) -> Option<tokio::runtime::Handle> {
+        self.runtime.clone()
+    }
+
     /// Checks that `plugin` may use the key-value store, for the awaitable forms, which then
     /// run the store's call on a blocking thread.
     pub(crate) fn kv_allowed(&self, plugin: u32) -> Result<(), ServiceError> {
@@ -382,13 +387,6 @@ pub(crate) async fn blocking<T: Send + 'static>(
     handle
         .await
         .map_err(|err| ServiceError::Failed(format!("the host's worker failed: {err}")))
-}
-
-impl Services {
-    /// The runtime host calls run on, when the host was started inside one.
-    pub(crate) fn runtime(&self) -> Option<tokio::runtime::Handle> {
-        self.runtime.clone()
-    }
 }
 
 fn parse_json(data: &[u8]) -> Result<Value, ServiceError> {
