@@ -40,6 +40,8 @@ mod service;
 mod services;
 mod signals;
 mod slots;
+mod supervisor;
+pub mod workers;
 
 pub use pyhost_core::config;
 
@@ -214,7 +216,25 @@ impl Host {
     /// Like [`Host::start`], offering `functions` to plugins (`host.call` / `host.call_async`).
     ///
     /// Call it inside a tokio runtime context: async host functions are spawned on it.
-    pub fn start_with(config: Config, functions: HostFunctions) -> Result<Self, StartupError> {
+    ///
+    /// In a worker ([`workers::Role::Worker`]) it also tells the supervisor that the worker is
+    /// ready once the event loop runs, or why it failed to start; and with no `kv.path` in the
+    /// config it uses the key-value file the supervisor chose for all workers.
+    pub fn start_with(mut config: Config, functions: HostFunctions) -> Result<Self, StartupError> {
+        let link = workers::link::current();
+        if let Some(link) = link {
+            if config.kv_path.is_none() {
+                config.kv_path.clone_from(&link.kv_path);
+            }
+        }
+        let started = Self::start_inner(config, functions);
+        if let (Err(err), Some(link)) = (&started, link) {
+            link.send(&workers::control::Message::Error(err.to_string()));
+        }
+        started
+    }
+
+    fn start_inner(config: Config, functions: HostFunctions) -> Result<Self, StartupError> {
         services::install(&config, functions)?;
         let bridge = Arc::new(bridge::Bridge::start(&config)?);
         let service = Arc::new(service::HttpService::new(bridge.clone(), &config.server));
@@ -286,6 +306,9 @@ impl Host {
     /// `Py` handles still alive on other threads make that unsafe, and the process is ending.
     pub fn shutdown(&self) {
         self.bridge.shutdown(Duration::from_secs(2));
+        if let Some(link) = workers::link::current() {
+            link.send(&workers::control::Message::Stats(self.stats()));
+        }
     }
 }
 

@@ -9,6 +9,9 @@
 //! line that looks like a record of its own, and other control characters (`\r`, escape
 //! sequences, NUL) are written as `\xNN`. An embedding application keeps its own subscriber
 //! and may use the writer too.
+//!
+//! [`Timer`] stamps each record with its time and, in a server with several processes, the
+//! process that wrote it (`worker=3`, `supervisor`), set by [`crate::workers::role`].
 
 use std::io::{self, Write};
 use std::sync::OnceLock;
@@ -71,6 +74,35 @@ pub(crate) fn suppressed_note(held_back: u64) -> String {
         String::new()
     } else {
         format!(" ({held_back} similar records suppressed)")
+    }
+}
+
+static PROCESS_TAG: OnceLock<String> = OnceLock::new();
+
+/// Names this process in every record [`Timer`] stamps (set once; later calls are ignored).
+pub(crate) fn set_process_tag(tag: String) {
+    let _ = PROCESS_TAG.set(tag);
+}
+
+/// The process's tag, if it has one (`worker=3`, `supervisor`).
+pub(crate) fn process_tag() -> Option<&'static str> {
+    PROCESS_TAG.get().map(String::as_str)
+}
+
+/// The time of a record (as tracing's default timer writes it) followed by the process that
+/// wrote it, when the server runs several: `2026-12-02T10:00:00.123456Z worker=2`.
+///
+/// Give it to a subscriber with `.with_timer(pyhost::logging::Timer)`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timer;
+
+impl tracing_subscriber::fmt::time::FormatTime for Timer {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        tracing_subscriber::fmt::time::SystemTime.format_time(w)?;
+        match process_tag() {
+            Some(tag) => write!(w, " {tag}"),
+            None => Ok(()),
+        }
     }
 }
 

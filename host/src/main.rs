@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use pyhost::workers::{Role, Supervisor, Worker};
 use pyhost::{Config, Host, ShutdownSignals, StartupError};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
@@ -65,6 +66,12 @@ enum Command {
         /// Listen address HOST:PORT, overriding `server.listen` (port 0 picks a free port).
         #[arg(long, value_parser = parse_listen)]
         listen: Option<std::net::SocketAddr>,
+        /// Worker processes, N or `auto` (one per usable CPU), overriding `server.workers`.
+        #[arg(long, value_parser = pyhost::config::Workers::parse)]
+        workers: Option<pyhost::config::Workers>,
+        /// Restart the workers when the config or a handler source file changes (development).
+        #[arg(long)]
+        reload: bool,
     },
     /// Print the route table: method, path, handler and declared parameters.
     Routes {
@@ -99,6 +106,7 @@ fn main() -> ExitCode {
         BoxMakeWriter::new(pyhost::logging::LogWriter)
     };
     tracing_subscriber::fmt()
+        .with_timer(pyhost::logging::Timer)
         .with_writer(writer)
         .with_ansi(terminal)
         .with_env_filter(
@@ -110,12 +118,19 @@ fn main() -> ExitCode {
         tracing::warn!("could not raise the open-files limit: {err}");
     }
     let outcome = match cli.command {
-        Command::Serve { config, listen } => serve(&config, listen),
-        Command::Routes { config } => routes(&config),
-        Command::Check { config } => check(&config, &fd_limit),
+        Command::Serve {
+            config,
+            listen,
+            workers,
+            reload,
+        } => serve(&config, listen, workers, reload),
+        Command::Routes { config } => routes(&config).map_err(CliError::from),
+        Command::Check { config } => check(&config, &fd_limit).map_err(CliError::from),
     };
     match outcome {
         Ok(code) => code,
+        // A worker's supervisor prints its error, with the worker's number.
+        Err(CliError::Reported) => ExitCode::FAILURE,
         Err(err) => {
             eprintln!("pyhost: error: {err}");
             ExitCode::FAILURE
@@ -123,14 +138,98 @@ fn main() -> ExitCode {
     }
 }
 
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    #[error(transparent)]
+    Supervisor(#[from] pyhost::workers::SupervisorError),
+    #[error(transparent)]
+    Worker(#[from] pyhost::workers::LinkError),
+    /// Already told to the supervisor, which reports it.
+    #[error("reported to the supervisor")]
+    Reported,
+}
+
 fn serve(
     path: &std::path::Path,
     listen: Option<std::net::SocketAddr>,
-) -> Result<ExitCode, StartupError> {
-    let mut config = Config::load(path)?;
+    workers: Option<pyhost::config::Workers>,
+    reload: bool,
+) -> Result<ExitCode, CliError> {
+    let worker = pyhost::workers::worker()?;
+    let mut config = match Config::load(path) {
+        Ok(config) => config,
+        Err(err) => {
+            return Err(match &worker {
+                Some(worker) => {
+                    worker.report_failure(&err);
+                    CliError::Reported
+                }
+                None => StartupError::from(err).into(),
+            });
+        }
+    };
     if let Some(listen) = listen {
         config.server.listen = listen;
     }
+    if let Some(workers) = workers {
+        config.server.workers = workers;
+    }
+    match pyhost::workers::role(&config)? {
+        Role::Worker(worker) => serve_worker(config, &worker),
+        Role::Supervisor(supervisor) => {
+            supervisor.reload_on_change(reload).run()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Role::Single if reload => {
+            Supervisor::with_workers(config, 1)
+                .reload_on_change(true)
+                .run()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Role::Single => serve_single(config).map_err(CliError::from),
+    }
+}
+
+/// A worker of a supervised server: serves on the socket it inherited. Its start-up error
+/// goes to the supervisor (`Host::start` sends it), which prints it.
+fn serve_worker(config: Config, worker: &Worker) -> Result<ExitCode, CliError> {
+    pyhost::sched::apply(&config.server);
+    let listener = worker.listener().map_err(|err| {
+        worker.report_failure(&format!("cannot take the listening socket: {err}"));
+        CliError::Reported
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("pyhost-io")
+        .build()
+        .map_err(StartupError::Runtime)?;
+    let signals = runtime
+        .block_on(async { ShutdownSignals::install() })
+        .map_err(StartupError::Runtime)?;
+    let host = Host::start(config).map_err(|_| CliError::Reported)?;
+    release_startup_garbage();
+    let drained = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(|err| {
+            worker.report_failure(&format!("cannot take the listening socket: {err}"));
+            CliError::Reported
+        })?;
+        tracing::info!("serving {} routes", host.routes().len());
+        Ok::<_, CliError>(host.serve(listener, signals.recv()).await)
+    })?;
+    host.shutdown();
+    eprintln!("pyhost stats: worker={} {}", worker.number(), host.stats());
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    if !drained {
+        tracing::warn!("exiting with requests still in flight");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One process serving alone, as it always has.
+fn serve_single(config: Config) -> Result<ExitCode, StartupError> {
     // Before any thread starts, so that all of them inherit the policy.
     pyhost::sched::apply(&config.server);
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -37,6 +37,9 @@ pub struct HttpService {
     slots: Slots,
     id_prefix: String,
     next_id: AtomicU64,
+    /// The request id after which this worker asks its supervisor to replace it
+    /// (`server.max_requests`; `u64::MAX` outside a worker or without the limit).
+    recycle_after: u64,
 }
 
 /// A response to send, with what the connection should do afterwards.
@@ -83,8 +86,14 @@ impl HttpService {
             request_timeout: server.request_timeout,
             cancel_on_disconnect: server.cancel_on_disconnect,
             slots: Slots::new(server.max_in_flight, server.max_in_flight_per_client),
-            id_prefix: format!("{:08x}", (seed ^ (seed >> 32)) as u32),
+            id_prefix: crate::workers::link::current().map_or_else(
+                || format!("{:08x}", (seed ^ (seed >> 32)) as u32),
+                crate::workers::link::Link::request_id_prefix,
+            ),
             next_id: AtomicU64::new(1),
+            recycle_after: crate::workers::link::current()
+                .and_then(|link| link.max_requests)
+                .unwrap_or(u64::MAX),
         }
     }
 
@@ -104,6 +113,11 @@ impl HttpService {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if id == self.recycle_after {
+            if let Some(link) = crate::workers::link::current() {
+                link.send(&crate::workers::control::Message::Recycle);
+            }
+        }
         let request_id: Arc<str> = Arc::from(format!("{}-{id:x}", self.id_prefix));
         let step = self.start(request, client, &request_id);
         let service = self.clone();

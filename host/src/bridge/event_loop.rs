@@ -208,6 +208,9 @@ fn run_loop(
         tasks: TaskMap::default(),
     };
     event_loop.call_method1("add_reader", (queue.fd(), Py::new(py, dispatcher)?))?;
+    if let Some(link) = crate::workers::link::current() {
+        crate::workers::heartbeat::start(&event_loop, link)?;
+    }
     event_loop.call_method0("run_forever")?;
     executor.call_method1("shutdown", (false,))?;
     Ok(())

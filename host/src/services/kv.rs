@@ -29,6 +29,11 @@ impl KvStore {
     /// Opens (or creates) a SQLite-backed store at `path`.
     pub(super) fn open(path: &Path) -> Result<Self, KvError> {
         let connection = rusqlite::Connection::open(path).map_err(|e| KvError(e.to_string()))?;
+        // Workers of one server share the file, one connection each; a write waits for
+        // another's instead of failing with SQLITE_BUSY.
+        connection
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| KvError(e.to_string()))?;
         connection
             .execute_batch(
                 "PRAGMA journal_mode = WAL;

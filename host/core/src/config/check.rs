@@ -158,6 +158,28 @@ fn server(
             return Err(invalid(key, "expected a number above zero".to_owned()));
         }
     }
+    let startup_timeout = seconds("server.startup_timeout", server.startup_timeout, false)?;
+    let worker_timeout = seconds("server.worker_timeout", server.worker_timeout, false)?;
+    let worker_lifetime = seconds("server.worker_lifetime", server.worker_lifetime, true)?;
+    let worker_lifetime_jitter = if server.worker_lifetime_jitter == 0.0 {
+        Duration::ZERO
+    } else {
+        seconds(
+            "server.worker_lifetime_jitter",
+            server.worker_lifetime_jitter,
+            true,
+        )?
+    };
+    if server
+        .max_worker_memory
+        .is_some_and(|size| size.as_u64() == 0)
+    {
+        return Err(invalid(
+            "server.max_worker_memory",
+            "expected a size above zero, such as \"512 MiB\" (leave it out for no limit)"
+                .to_owned(),
+        ));
+    }
     let max_head_size = usize::try_from(server.max_head_size.as_u64()).unwrap_or(usize::MAX);
     if max_head_size < 8192 {
         return Err(invalid(
@@ -201,6 +223,15 @@ fn server(
         connection_response_buffer: usize::try_from(server.connection_response_buffer.as_u64())
             .unwrap_or(usize::MAX),
         h2_max_concurrent_streams: server.h2_max_concurrent_streams,
+        workers: server.workers,
+        balance: server.balance,
+        startup_timeout,
+        worker_timeout,
+        max_requests: (server.max_requests > 0).then_some(server.max_requests),
+        max_requests_jitter: server.max_requests_jitter,
+        max_worker_memory: server.max_worker_memory.map(|size| size.as_u64()),
+        worker_lifetime: (!worker_lifetime.is_zero()).then_some(worker_lifetime),
+        worker_lifetime_jitter,
     })
 }
 

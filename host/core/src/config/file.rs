@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use bytesize::ByteSize;
 use serde::Deserialize;
 
-use super::EventLoopKind;
+use super::{Balance, EventLoopKind, Workers};
 
 /// The whole file.
 #[derive(Deserialize)]
@@ -92,6 +92,15 @@ pub(super) struct RawServer {
     pub(super) response_buffer: ByteSize,
     pub(super) connection_response_buffer: ByteSize,
     pub(super) h2_max_concurrent_streams: u32,
+    pub(super) workers: Workers,
+    pub(super) balance: Balance,
+    pub(super) startup_timeout: f64,
+    pub(super) worker_timeout: f64,
+    pub(super) max_requests: u64,
+    pub(super) max_requests_jitter: u64,
+    pub(super) max_worker_memory: Option<ByteSize>,
+    pub(super) worker_lifetime: f64,
+    pub(super) worker_lifetime_jitter: f64,
 }
 
 // --- the defaults --------------------------------------------------------------------------
@@ -127,6 +136,17 @@ impl Default for RawServer {
             connection_response_buffer: ByteSize::mib(8),
             // RFC 9113 §6.5.2 recommends no fewer than 100; hyper's default is 200.
             h2_max_concurrent_streams: 100,
+            workers: Workers::Count(1),
+            // Measured with scripts/balance.py: per-slot sockets spread connections evenly
+            // across workers, one shared socket lets one worker take most of them.
+            balance: Balance::Reuseport,
+            startup_timeout: 60.0,
+            worker_timeout: 30.0,
+            max_requests: 0,
+            max_requests_jitter: 0,
+            max_worker_memory: None,
+            worker_lifetime: 0.0,
+            worker_lifetime_jitter: 0.0,
         }
     }
 }

@@ -138,6 +138,26 @@ pub struct ServerConfig {
     pub connection_response_buffer: usize,
     /// Streams a client may have open on one HTTP/2 connection.
     pub h2_max_concurrent_streams: u32,
+    /// Worker processes serving the listener (`pyhost::workers`).
+    pub workers: Workers,
+    /// How the workers share the listening address.
+    pub balance: Balance,
+    /// How long a worker (and, in it, the handler package's import) may take to be ready.
+    pub startup_timeout: Duration,
+    /// How long a worker's event loop may go without a heartbeat before it is replaced.
+    pub worker_timeout: Duration,
+    /// Requests after which a worker is replaced (`None`: never), plus up to
+    /// `max_requests_jitter` more, picked per worker so that they do not all restart at once.
+    pub max_requests: Option<u64>,
+    /// See `max_requests`.
+    pub max_requests_jitter: u64,
+    /// Resident memory above which a worker is replaced, in bytes (`None`: no limit).
+    pub max_worker_memory: Option<u64>,
+    /// Age after which a worker is replaced (`None`: never), plus up to
+    /// `worker_lifetime_jitter` more, picked per worker.
+    pub worker_lifetime: Option<Duration>,
+    /// See `worker_lifetime`.
+    pub worker_lifetime_jitter: Duration,
 }
 
 impl Default for ServerConfig {
@@ -145,6 +165,76 @@ impl Default for ServerConfig {
     fn default() -> Self {
         check::server_defaults()
     }
+}
+
+/// `server.workers`: how many worker processes serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    /// This many (at least 1); 1 is a single process with no supervisor.
+    Count(usize),
+    /// One per CPU the process may use: the smaller of its CPU affinity and its cgroup's CPU
+    /// quota.
+    Auto,
+}
+
+impl<'de> Deserialize<'de> for Workers {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Workers;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of workers (1 or more) or \"auto\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Workers, E> {
+                Workers::count(value).ok_or_else(|| E::custom(WORKERS_EXPECTED))
+            }
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Workers, E> {
+                Workers::count(i64::try_from(value).unwrap_or(i64::MAX))
+                    .ok_or_else(|| E::custom(WORKERS_EXPECTED))
+            }
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Workers, E> {
+                Workers::parse(value).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+const WORKERS_EXPECTED: &str = "expected a number of workers from 1 to 1024, or \"auto\"";
+
+impl Workers {
+    /// The most workers one server runs.
+    pub const MAX: usize = 1024;
+
+    fn count(value: i64) -> Option<Self> {
+        usize::try_from(value)
+            .ok()
+            .filter(|n| (1..=Self::MAX).contains(n))
+            .map(Workers::Count)
+    }
+
+    /// `"auto"` or a number, as `--workers` takes it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text == "auto" {
+            return Ok(Workers::Auto);
+        }
+        text.parse::<i64>()
+            .ok()
+            .and_then(Self::count)
+            .ok_or_else(|| format!("{WORKERS_EXPECTED}, got {text:?}"))
+    }
+}
+
+/// `server.balance`: how worker processes share the listening address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Balance {
+    /// One `SO_REUSEPORT` socket per worker slot, all owned by the supervisor: the kernel
+    /// spreads new connections evenly across slots.
+    Reuseport,
+    /// One socket every worker accepts from: whichever worker is free takes the next
+    /// connection (uneven when the workers are idle, even under saturation).
+    Shared,
 }
 
 /// Event loop implementation for the interpreter's loop thread.
