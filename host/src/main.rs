@@ -358,6 +358,14 @@ fn check(
         );
     }
     let _ = writeln!(out, "routes:      {}", inspection.routes.len());
+    let workers = pyhost::workers::resolve(config.server.workers);
+    let _ = match config.server.workers {
+        pyhost::config::Workers::Auto => writeln!(
+            out,
+            "workers:     {workers} (auto: the CPUs this process may use, by affinity and cgroup quota)"
+        ),
+        pyhost::config::Workers::Count(_) => writeln!(out, "workers:     {workers}"),
+    };
     match fd_limit {
         Ok(limit) => {
             let _ = writeln!(out, "open files:  {limit}");

@@ -6,8 +6,13 @@
 //! `slow_lookup` (sync and slow: a blocking call a plugin awaits with `host.call_async`, which
 //! runs it on a blocking thread instead of the event loop).
 //!
+//! With `--workers N` (or `server.workers` in the config) it runs as a supervisor that starts
+//! N copies of itself, each a worker embedding its own interpreter, the way `pyhost serve`
+//! does: [`pyhost::workers::role`] is asked first thing, and says which part this process
+//! plays.
+//!
 //! ```text
-//! embed-example [serve] [--config FILE] [--listen HOST:PORT]
+//! embed-example [serve] [--config FILE] [--listen HOST:PORT] [--workers N|auto]
 //! ```
 
 use std::process::ExitCode;
@@ -17,6 +22,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
+use pyhost::workers::{self, Role};
 use pyhost::{Config, Host, HostFunctions, ShutdownSignals};
 use serde_json::{Value, json};
 
@@ -90,15 +96,17 @@ fn host_functions(counters: Arc<Counters>) -> HostFunctions {
 fn main() -> ExitCode {
     let mut config_path = "pyhost.toml".to_owned();
     let mut listen: Option<String> = None;
+    let mut worker_count: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--config" => config_path = args.next().unwrap_or_default(),
             "--listen" => listen = args.next(),
+            "--workers" => worker_count = args.next(),
             // Accepted for symmetry with `pyhost serve`; serving is all this binary does.
             "serve" => {}
             "--help" | "-h" => {
-                println!("embed-example [--config FILE] [--listen HOST:PORT]");
+                println!("embed-example [--config FILE] [--listen HOST:PORT] [--workers N|auto]");
                 return ExitCode::SUCCESS;
             }
             other => {
@@ -107,7 +115,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    match run(&config_path, listen.as_deref()) {
+    match run(&config_path, listen.as_deref(), worker_count.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("embed-example: error: {err}");
@@ -116,16 +124,31 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config_path: &str, listen: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
-    // pyhost logs through `tracing`, and so do the plugins' `host.log` and `logging` records.
+fn run(
+    config_path: &str,
+    listen: Option<&str>,
+    worker_count: Option<&str>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    // pyhost logs through `tracing`, and so do the plugins' `host.log` and `logging` records;
+    // its timer names the worker that wrote each record.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_timer(pyhost::logging::Timer)
         .with_ansi(false)
         .init();
     let mut config = Config::load(config_path.as_ref())?;
     if let Some(listen) = listen {
         config.server.listen = pyhost::config::parse_listen(listen)?;
     }
+    if let Some(count) = worker_count {
+        config.server.workers = pyhost::config::Workers::parse(count)?;
+    }
+    // Before any thread starts: a supervisor re-executes this binary for each worker.
+    let listener = match workers::role(&config)? {
+        Role::Supervisor(supervisor) => return Ok(supervisor.run()?),
+        Role::Worker(worker) => Some(worker.listener()?),
+        Role::Single => None,
+    };
     let runtime = tokio::runtime::Runtime::new()?;
     // Signals before the interpreter starts, so Python never takes SIGINT for itself.
     let signals = runtime.block_on(async { ShutdownSignals::install() })?;
@@ -157,8 +180,15 @@ fn run(config_path: &str, listen: Option<&str>) -> Result<(), Box<dyn std::error
         .fallback_service(host.service());
 
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(host.config().server.listen).await?;
-        println!("listening on http://{}", listener.local_addr()?);
+        let listener = match listener {
+            Some(inherited) => tokio::net::TcpListener::from_std(inherited)?,
+            None => {
+                let listener = tokio::net::TcpListener::bind(host.config().server.listen).await?;
+                // A supervisor prints this line itself once every worker is ready.
+                println!("listening on http://{}", listener.local_addr()?);
+                listener
+            }
+        };
         axum::serve(listener, app)
             .with_graceful_shutdown(signals.recv())
             .await

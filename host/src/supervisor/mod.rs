@@ -348,6 +348,7 @@ impl Fleet {
         if self.announced {
             tracing::info!("adding a worker: {} slots", self.slots.len());
         }
+        self.steer();
         self.start(slot);
     }
 
@@ -363,12 +364,23 @@ impl Fleet {
             self.rolling = None;
         }
         tracing::info!("removing a worker: {} slots", self.slots.len());
+        self.steer();
         let now = Instant::now();
         for worker in [slot.serving, slot.starting].into_iter().flatten() {
             self.retire(worker, now);
         }
         // The slot's socket closes with the draining worker's copy: with per-slot sockets,
         // a connection queued on it in that instant is reset (as with nginx's reuseport).
+    }
+
+    /// New connections go to the slots that have a ready worker (`sockets`).
+    fn steer(&self) {
+        let live: Vec<usize> = (0..self.slots.len())
+            .filter(|&slot| self.slots[slot].serving.is_some())
+            .collect();
+        if let Some(first) = self.slots.first() {
+            self.sockets.steer(&first.socket, &live, self.slots.len());
+        }
     }
 
     /// Starts a worker in `slot` (as its replacement when one serves it).
@@ -483,6 +495,8 @@ impl Fleet {
                 let old = state.serving.replace(worker);
                 if let Some(old) = old {
                     self.retire(old, now);
+                } else {
+                    self.steer();
                 }
                 if self.rolling == Some(slot) {
                     self.rolling = None;
@@ -588,6 +602,7 @@ impl Fleet {
                 proc_.pid
             );
             self.slots[slot].serving = None;
+            self.steer();
             if self.rolling == Some(slot) {
                 // Its replacement is already starting; it takes the slot when ready.
                 return;
