@@ -41,6 +41,8 @@ class Failure:
     at: float
     kind: str
     error: str
+    last_pid: int | None = None
+    """For a keep-alive connection, the worker that answered its previous request."""
 
 
 @dataclass
@@ -123,7 +125,7 @@ class Load:
     def _request(self) -> bytes:
         return f"GET {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n\r\n".encode()
 
-    def _record(self, status: int, body: bytes, kind: str) -> None:
+    def _record(self, status: int, body: bytes, kind: str) -> int | None:
         try:
             payload = json.loads(body) if body else {}
         except ValueError:
@@ -133,32 +135,35 @@ class Load:
         answer = Answer(time.monotonic(), status, payload.get("pid"), payload.get("version"), kind)
         with self._lock:
             self.results.answers.append(answer)
+        return answer.pid
 
-    def _fail(self, kind: str, error: BaseException) -> None:
-        failure = Failure(time.monotonic(), kind, f"{type(error).__name__}: {error}")
+    def _fail(self, kind: str, error: BaseException, last_pid: int | None = None) -> None:
+        failure = Failure(time.monotonic(), kind, f"{type(error).__name__}: {error}", last_pid)
         with self._lock:
             self.results.failures.append(failure)
 
     async def _keepalive_client(self) -> None:
         reader: asyncio.StreamReader | None = None
         writer: asyncio.StreamWriter | None = None
+        last_pid: int | None = None
         while not self._stop.is_set():
             try:
                 if writer is None or reader is None:
                     reader, writer = await asyncio.wait_for(
                         asyncio.open_connection(self.host, self.port), REQUEST_TIMEOUT
                     )
+                    last_pid = None
                 writer.write(self._request())
                 await writer.drain()
                 status, headers, body = await asyncio.wait_for(
                     _read_response(reader), REQUEST_TIMEOUT
                 )
-                self._record(status, body, "keep-alive")
+                last_pid = self._record(status, body, "keep-alive")
                 if headers.get("connection", "").lower() == "close":
                     writer.close()
                     reader = writer = None
             except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
-                self._fail("keep-alive", exc)
+                self._fail("keep-alive", exc, last_pid)
                 if writer is not None:
                     writer.close()
                 reader = writer = None

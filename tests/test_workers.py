@@ -73,7 +73,7 @@ async def stuck(request):
 
 @router.get("/leak")
 async def leak_memory(request):
-    leak.append(bytearray(4 * 1024 * 1024))
+    leak.append(bytearray(1024 * 1024))
     return {"pid": os.getpid(), "version": VERSION}
 
 
@@ -270,8 +270,10 @@ def test_a_killed_worker_is_replaced_and_only_its_requests_fail(
             )
             time.sleep(0.5)
         results = load.results
-        # In flight on the victim: at most one request per client connection it held.
+        # In flight on the victim: at most one request per client connection it held, and
+        # none on a connection the survivor was serving.
         assert len(results.failures) <= 8, results.describe()
+        assert not [f for f in results.failures if f.last_pid == survivor], results.describe()
         assert replaced_at - killed_at < 1.0, results.describe()
         assert all(answer.status == 200 for answer in results.answers)
         # The survivor served throughout.
@@ -448,7 +450,10 @@ def test_max_requests_recycles_workers_without_failing_a_request(
 def test_max_worker_memory_recycles_a_leaking_worker(server_factory: ServerFactory) -> None:
     with workers_server(server_factory, 'max_worker_memory = "120 MiB"') as (server, _):
         first = wait_for_workers(server, 2)
-        with Load(server.url, "/leak", keepalive=2, per_request=2, pause=0.02) as load:
+        # About 40 MiB a second per worker: the limit is checked once a second, and a
+        # replacement takes a fraction of one to be ready, so a worker overshoots it by about
+        # 80 MiB at most.
+        with Load(server.url, "/leak", keepalive=2, per_request=2, pause=0.05) as load:
             assert wait_until(
                 lambda: "server.max_worker_memory passed" in server.stderr_text(), 30
             ), server.stderr_text()[-3000:]
@@ -461,7 +466,7 @@ def test_max_worker_memory_recycles_a_leaking_worker(server_factory: ServerFacto
                 for line in Path(f"/proc/{worker}/status").read_text().splitlines()
                 if line.startswith("VmRSS:")
             )
-            assert rss_kib < 200 * 1024
+            assert rss_kib < 250 * 1024
 
 
 def test_worker_lifetime_recycles_workers(server_factory: ServerFactory) -> None:
