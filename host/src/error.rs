@@ -48,6 +48,19 @@ pub enum StartupError {
         /// What is wrong, naming the handlers involved.
         message: String,
     },
+    /// A start-up hook (`@router.lifespan`, `on_startup`) raised or ran past
+    /// `server.startup_timeout`; carries the Python traceback.
+    #[error("config file {}: `{table}` start-up hook {hook}: {message}", file.display())]
+    Lifespan {
+        /// The config file.
+        file: PathBuf,
+        /// The plugin's table (`app`, `plugins.billing`).
+        table: String,
+        /// The hook's `module.qualname`.
+        hook: String,
+        /// What failed, with the Python traceback.
+        message: String,
+    },
     /// Binding the listening socket failed.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

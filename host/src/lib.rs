@@ -31,6 +31,7 @@ mod bridge;
 mod bundled_sdk;
 pub mod error;
 mod interpreter;
+mod lifespan;
 mod loader;
 pub mod logging;
 mod pyconv;

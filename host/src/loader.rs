@@ -19,6 +19,8 @@ pub(crate) struct LoadedApp {
     pub specs: Vec<RouteSpec>,
     /// Handler callables; `handlers[i]` serves `specs[i]`.
     pub handlers: Vec<Py<PyAny>>,
+    /// The lifespan runner of each plugin whose router declared hooks.
+    pub lifespans: Vec<(usize, Py<PyAny>)>,
 }
 
 /// Imports every plugin's module, takes its router and reads every route.
@@ -63,6 +65,7 @@ pub(crate) fn load(py: Python<'_>, config: &Config) -> Result<LoadedApp, Startup
     let mut loaded = LoadedApp {
         specs: Vec::new(),
         handlers: Vec::new(),
+        lifespans: Vec::new(),
     };
     for (index, plugin) in config.plugins.iter().enumerate() {
         load_plugin(py, config, index, plugin, &mut loaded)?;
@@ -152,11 +155,23 @@ fn load_plugin(
             .map_err(|err| routes_error(format!("unreadable route spec {text}: {err}")))?;
         spec.path = format!("{}{}", plugin.prefix, spec.path);
         spec.plugin = index;
+        // The handler itself, or the middleware chain around it when the router has one.
         let handler = route
-            .getattr("handler")
+            .call_method0("endpoint")
             .map_err(|err| routes_error(format_exception(py, &err)))?;
         loaded.specs.push(spec);
         loaded.handlers.push(handler.unbind());
+    }
+    let hooks = router
+        .getattr("hooks")
+        .map_err(|err| routes_error(format_exception(py, &err)))?;
+    if hooks.len().unwrap_or(0) > 0 {
+        let runner = py
+            .import("pyhost.lifespan")
+            .and_then(|module| module.getattr("Lifespan"))
+            .and_then(|lifespan| lifespan.call1((hooks,)))
+            .map_err(|err| routes_error(format_exception(py, &err)))?;
+        loaded.lifespans.push((index, runner.unbind()));
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ package, reads the routes and serves them, calling each handler with a :class:`R
 ...     return {"message": f"hello {request.query['name']}"}
 """
 
-from .datastructures import Headers, QueryParams
+from .datastructures import Headers, MutableHeaders, QueryParams, State
 from .host import CapabilityError, HostError, host, host_logging_handler
 from .params import REQUIRED, Query
 from .requests import Request
@@ -26,6 +26,7 @@ __all__ = [
     "Headers",
     "HostError",
     "JSONResponse",
+    "MutableHeaders",
     "PlainTextResponse",
     "Query",
     "QueryParams",
@@ -33,6 +34,7 @@ __all__ = [
     "Response",
     "Route",
     "Router",
+    "State",
     "host",
     "host_logging_handler",
     "json_schema",

@@ -1,13 +1,15 @@
-"""Read-only multi-value mappings for request headers and query parameters.
+"""Multi-value mappings for request headers and query parameters, response headers, and the
+application state handlers read.
 
-Both are built from the list of ``(name, value)`` pairs the host hands over, so repeated keys
-are never lost; the plain mapping interface picks one value per key and ``getlist`` gives all.
+Request headers and query parameters are built from the ``(name, value)`` pairs the host hands
+over, so repeated keys are never lost; the plain mapping interface picks one value per key and
+``getlist`` gives all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 RawPairs: TypeAlias = Mapping[str, str] | Iterable[tuple[str, str]]
 """What the constructors accept: a mapping, or an iterable of ``(name, value)`` pairs."""
@@ -141,3 +143,122 @@ class QueryParams(Mapping[str, str]):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._list!r})"
+
+
+class MutableHeaders(list[tuple[str, str]]):
+    """A response's headers: the list of ``(name, value)`` pairs it is sent with, also usable
+    as a case-insensitive mapping.
+
+    It is a list, so repeated headers (``set-cookie``) keep their order and everything that
+    worked on the plain list still does; a string index reads and writes by name:
+
+    >>> headers = MutableHeaders([("Content-Type", "text/plain")])
+    >>> headers["content-type"]
+    'text/plain'
+    >>> headers["x-a"] = "1"
+    >>> headers.add("set-cookie", "a=1")
+    >>> headers.add("set-cookie", "b=2")
+    >>> del headers["content-type"]
+    >>> list(headers)
+    [('x-a', '1'), ('set-cookie', 'a=1'), ('set-cookie', 'b=2')]
+    >>> headers.getlist("Set-Cookie")
+    ['a=1', 'b=2']
+    """
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            wanted = key.lower()
+            for name, value in list.__iter__(self):
+                if name.lower() == wanted:
+                    return value
+            raise KeyError(key)
+        return list.__getitem__(self, key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if isinstance(key, str):
+            if not isinstance(value, str):
+                raise TypeError(f"header values must be str, got {value!r}")
+            self._remove(key)
+            self.append((key.lower(), value))
+            return
+        list.__setitem__(self, key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        if isinstance(key, str):
+            if not self._remove(key):
+                raise KeyError(key)
+            return
+        list.__delitem__(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, str):
+            wanted = key.lower()
+            return any(name.lower() == wanted for name, _ in list.__iter__(self))
+        return list.__contains__(self, key)
+
+    def _remove(self, key: str) -> bool:
+        wanted = key.lower()
+        kept = [(name, value) for name, value in list.__iter__(self) if name.lower() != wanted]
+        removed = len(kept) != len(self)
+        self[:] = kept
+        return removed
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        """The first value of header ``key``, or ``default``."""
+        try:
+            value: str = self[key]
+        except KeyError:
+            return default
+        return value
+
+    def getlist(self, key: str) -> list[str]:
+        """Every value of header ``key``, in order."""
+        wanted = key.lower()
+        return [value for name, value in list.__iter__(self) if name.lower() == wanted]
+
+    def add(self, key: str, value: str) -> None:
+        """Add a header line, keeping those of the same name (``set-cookie``)."""
+        if not isinstance(value, str):
+            raise TypeError(f"header values must be str, got {value!r}")
+        self.append((key.lower(), value))
+
+
+class State(Mapping[str, Any]):
+    """What a plugin's lifespan yielded, as ``request.state``: read by attribute or by key.
+
+    >>> state = State({"db": "connection"})
+    >>> state.db, state["db"], "db" in state
+    ('connection', 'connection', True)
+
+    It is shared by every request of the plugin (and read-only: the objects in it are the
+    lifespan's, to use as they allow concurrently).
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, Any] | None = None) -> None:
+        object.__setattr__(self, "_values", dict(values or {}))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            known = ", ".join(sorted(self._values)) or "nothing"
+            raise AttributeError(
+                f"no application state named {name!r} (the lifespan yielded {known})"
+            ) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("application state is read-only; yield it from a lifespan")
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"State({self._values!r})"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
-from .datastructures import Headers, QueryParams
+from .datastructures import Headers, QueryParams, State
 
 if TYPE_CHECKING:
     from typing import _ProtocolMeta
@@ -147,6 +147,12 @@ class Request(Protocol, metaclass=_StaticProtocolMeta):
     @property
     def route(self) -> str:
         """The path template of the route that matched, such as ``"/users/{user_id:int}"``."""
+        ...
+
+    @property
+    def state(self) -> State:
+        """What the plugin's lifespan yielded (``request.state.db``), shared by its requests;
+        empty without a lifespan."""
         ...
 
     def __getitem__(self, key: str) -> Any:

@@ -12,6 +12,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Final, TypeAlias
 
+from .datastructures import MutableHeaders
+
 HeadersInput: TypeAlias = Mapping[str, str] | Sequence[tuple[str, str]] | None
 """Response headers as accepted by the constructors: a mapping or a sequence of pairs."""
 
@@ -124,7 +126,9 @@ class Response:
     """
 
     status: int
-    headers: list[tuple[str, str]]
+    headers: MutableHeaders
+    """The header lines, a list of pairs that is also a case-insensitive mapping
+    (``response.headers["x-a"] = "b"``)."""
     body: bytes
     media_type: str | None
 
@@ -136,7 +140,7 @@ class Response:
         media_type: str | None = None,
     ) -> None:
         self.status = _check_status(status)
-        self.headers = _header_list(headers)
+        self.headers = MutableHeaders(_header_list(headers))
         self.body, default_media_type = self.render(body)
         self.media_type = default_media_type if media_type is None else media_type
 
@@ -228,3 +232,41 @@ def _reason_phrase(status: int) -> str:
         return http.HTTPStatus(status).phrase
     except ValueError:
         return f"HTTP {status}"
+
+
+def to_response(result: Any) -> Response:
+    """The :class:`Response` the host sends for a handler's return value, by the same rules.
+
+    A middleware's ``call_next`` gives this, so it sees one shape whatever the handler returned:
+    ``None`` is an empty 204, ``(body, status)`` and ``(body, status, headers)`` set both, and
+    any other value is rendered as a ``Response`` body (text, bytes or JSON).
+
+    >>> to_response({"id": 1}).body, to_response(None).status
+    (b'{"id":1}', 204)
+    >>> to_response(("gone", 410)).status
+    410
+    """
+    if isinstance(result, Response):
+        return result
+    if result is None:
+        return _empty(204)
+    if isinstance(result, tuple) and len(result) in (2, 3):
+        body, status = result[0], result[1]
+        headers = result[2] if len(result) == 3 else None
+        if body is None:
+            response = _empty(status)
+            response.headers.extend(_header_list(headers))
+            return response
+        return Response(body, status, headers)
+    return Response(result)
+
+
+def error_response(error: HTTPError) -> Response:
+    """The response for an :class:`HTTPError`, as the host builds it: ``{"detail": ...}``."""
+    return JSONResponse({"detail": error.detail}, error.status, error.headers)
+
+
+def _empty(status: int) -> Response:
+    response = Response(b"", status)
+    response.media_type = None
+    return response

@@ -1,22 +1,29 @@
-"""Route declarations: :class:`Router` collects :class:`Route` objects from decorators.
+"""Route declarations: :class:`Router` collects :class:`Route` objects from decorators, with
+the middleware, exception handlers and lifespan hooks that go with them.
 
 Nothing here dispatches requests. The host reads ``router.routes`` once at start-up, through
 :meth:`Route.spec`, and does the matching and validation itself; this module's job is to record
 what the handler author declared and to reject malformed declarations at import time.
+
+Middleware and exception handlers cost nothing on routes they do not apply to: a route's
+:meth:`Route.endpoint` is its handler itself unless some apply, and only then a coroutine
+function that runs the chain around it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import inspect
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from .params import Query
+from .responses import HTTPError, Response, error_response, to_response
 from .schema import json_schema
 
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -26,6 +33,22 @@ PATH_CONVERTERS = ("str", "int", "float", "uuid", "path")
 """Converters allowed in ``{name:converter}`` path parameters; ``str`` is the default."""
 
 HandlerT = TypeVar("HandlerT", bound=Callable[..., Any])
+CallNext = Callable[[Any], Awaitable[Response]]
+"""What a middleware is given: call it with the request to run the rest of the chain."""
+Middleware = Callable[[Any, CallNext], Awaitable[Any]]
+"""``async def middleware(request, call_next)``, returning the response to send."""
+ExceptionHandler = Callable[[Any, Any], Any]
+"""``async def handle(request, exc)`` (or a plain function), returning the response to send."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Hook:
+    """A lifespan hook of a router: ``kind`` is ``"lifespan"`` (an async context manager
+    factory), ``"startup"`` or ``"shutdown"`` (a function, async or plain)."""
+
+    kind: Literal["lifespan", "startup", "shutdown"]
+    function: Callable[..., Any]
+    name: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +68,22 @@ class Route:
     body_schema: dict[str, Any] | None
     is_async: bool
     timeout: float | None = None
+    middleware: tuple[Middleware, ...] = ()
+    """The middleware around this route, outermost first."""
+    exception_handlers: tuple[tuple[type[BaseException], ExceptionHandler], ...] = ()
+    """Exception classes and their handlers, the most specific router's first."""
+
+    def endpoint(self) -> Callable[..., Any]:
+        """What the host calls: the handler, or a coroutine function running the middleware
+        and exception handlers around it when some apply."""
+        if not self.middleware and not self.exception_handlers:
+            return self.handler
+        call: Callable[[Any], Awaitable[Any]] = _as_coroutine(self.handler, self.is_async)
+        if self.exception_handlers:
+            call = _catching(call, self.exception_handlers)
+        for middleware in reversed(self.middleware):
+            call = _wrapped(middleware, call)
+        return call
 
     def spec(self) -> dict[str, Any]:
         """Describe the route as plain JSON data, the form in which the host reads it."""
@@ -52,7 +91,7 @@ class Route:
             "methods": list(self.methods),
             "path": self.path,
             "name": self.name,
-            "is_async": self.is_async,
+            "is_async": self.is_async or bool(self.middleware or self.exception_handlers),
             "query": {name: param.spec() for name, param in self.query.items()},
             "body_schema": self.body_schema,
             "timeout": self.timeout,
@@ -76,11 +115,104 @@ class Router:
 
     def __init__(self) -> None:
         self._routes: list[Route] = []
+        self._middleware: list[Middleware] = []
+        self._exception_handlers: list[tuple[type[BaseException], ExceptionHandler]] = []
+        self._hooks: list[Hook] = []
 
     @property
     def routes(self) -> list[Route]:
-        """The declared routes, in declaration order (a copy)."""
-        return list(self._routes)
+        """The declared routes, in declaration order (a copy), each with the middleware and
+        exception handlers of this router around those of the routers it included."""
+        if not self._middleware and not self._exception_handlers:
+            return list(self._routes)
+        outer = tuple(self._middleware)
+        handlers = tuple(self._exception_handlers)
+        return [
+            dataclasses.replace(
+                route,
+                middleware=outer + route.middleware,
+                exception_handlers=route.exception_handlers + handlers,
+            )
+            for route in self._routes
+        ]
+
+    @property
+    def hooks(self) -> list[Hook]:
+        """The lifespan, start-up and shutdown hooks, in declaration order, those of included
+        routers where they were included."""
+        return list(self._hooks)
+
+    def middleware(self, function: Middleware) -> Middleware:
+        """Run ``async def function(request, call_next)`` around every route of this router,
+        those of routers it includes too, declared before or after it.
+
+        ``await call_next(request)`` runs the rest of the chain and the handler and gives a
+        :class:`~pyhost.Response` whatever the handler returned (an ``HTTPError`` it raised
+        included), whose ``status`` and ``headers`` the middleware may change; it may also
+        return a response of its own without calling ``call_next``. The first middleware
+        declared is the outermost. The handler runs in the same task: context variables the
+        middleware sets are visible to it, and its route's timeout covers the whole chain.
+
+        >>> router = Router()
+        >>> @router.middleware
+        ... async def tag(request, call_next):
+        ...     response = await call_next(request)
+        ...     response.headers["x-served-by"] = "pyhost"
+        ...     return response
+        """
+        if not inspect.iscoroutinefunction(function):
+            raise TypeError(
+                f"middleware {_handler_name(function)} must be an async def taking "
+                "(request, call_next)"
+            )
+        self._middleware.append(function)
+        return function
+
+    def exception_handler(
+        self, exception: type[BaseException]
+    ) -> Callable[[ExceptionHandler], ExceptionHandler]:
+        """Answer ``exception`` (and its subclasses) raised by a handler of this router with
+        what ``handle(request, exc)`` returns (async or plain; any handler return value).
+
+        Handlers of an included router are tried before this router's. An exception no
+        handler takes stays the host's sanitised 500, logged with its traceback.
+        """
+        if not (isinstance(exception, type) and issubclass(exception, BaseException)):
+            raise TypeError(f"exception_handler() expects an exception class, got {exception!r}")
+
+        def decorator(function: ExceptionHandler) -> ExceptionHandler:
+            if not callable(function):
+                raise TypeError(f"an exception handler must be callable, got {function!r}")
+            self._exception_handlers.append((exception, function))
+            return function
+
+        return decorator
+
+    def lifespan(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        """Run ``function`` around the server's life: an async generator function (or an
+        ``asynccontextmanager``) whose code before ``yield`` runs on the host's event loop
+        before the first connection is accepted, and after it at shutdown, once in-flight
+        requests are done. What it yields (a mapping, or nothing) is ``request.state``.
+
+        >>> router = Router()
+        >>> @router.lifespan
+        ... async def resources():
+        ...     pool = {"connections": 4}
+        ...     yield {"pool": pool}
+        ...     pool.clear()
+        """
+        self._hooks.append(Hook("lifespan", _context_factory(function), _handler_name(function)))
+        return function
+
+    def on_startup(self, function: HandlerT) -> HandlerT:
+        """Call ``function()`` (async or plain) at start-up, before serving."""
+        self._hooks.append(Hook("startup", _no_argument(function), _handler_name(function)))
+        return function
+
+    def on_shutdown(self, function: HandlerT) -> HandlerT:
+        """Call ``function()`` (async or plain) at shutdown; what it raises is logged."""
+        self._hooks.append(Hook("shutdown", _no_argument(function), _handler_name(function)))
+        return function
 
     def route(
         self,
@@ -186,7 +318,11 @@ class Router:
         return self.route(path, ["DELETE"], query=query, body=body, timeout=timeout)
 
     def include(self, other: Router, prefix: str = "") -> None:
-        """Copy the routes of ``other`` into this router, with ``prefix`` put before each path.
+        """Copy the routes of ``other`` into this router, with ``prefix`` put before each path,
+        and its lifespan hooks after this router's.
+
+        The copied routes keep ``other``'s middleware and exception handlers, and get this
+        router's around them.
 
         ``prefix`` must start with ``/`` and not end with one (``""`` means no prefix); paths
         are joined as they are, so ``"/"`` under ``"/api"`` becomes ``"/api/"``. Routes added to
@@ -205,6 +341,7 @@ class Router:
             path = prefix + route.path
             _check_path(path)
             self._routes.append(dataclasses.replace(route, path=path))
+        self._hooks.extend(other.hooks)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} with {len(self._routes)} routes>"
@@ -339,3 +476,71 @@ def _is_async(handler: Callable[..., Any]) -> bool:
     # A callable instance is async when its class's __call__ is a coroutine function. Every
     # callable's type has __call__, and for functions and classes it is never a coroutine one.
     return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(type(target).__call__)
+
+
+def _as_coroutine(handler: Callable[..., Any], is_async: bool) -> Callable[[Any], Awaitable[Any]]:
+    if is_async:
+        return handler
+
+    # A plain handler runs on a thread, as without middleware; `to_thread` carries the
+    # context (and the plugin's identity) over.
+    async def call(request: Any) -> Any:
+        return await asyncio.to_thread(handler, request)
+
+    return call
+
+
+def _catching(
+    call: Callable[[Any], Awaitable[Any]],
+    handlers: tuple[tuple[type[BaseException], ExceptionHandler], ...],
+) -> Callable[[Any], Awaitable[Any]]:
+    async def run(request: Any) -> Any:
+        try:
+            return await call(request)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            for exception, handle in handlers:
+                if isinstance(exc, exception):
+                    result = handle(request, exc)
+                    if inspect.isawaitable(result):
+                        result = await result
+                    return result
+            raise
+
+    return run
+
+
+def _wrapped(middleware: Middleware, inner: Callable[[Any], Awaitable[Any]]) -> Callable[..., Any]:
+    async def call_next(request: Any) -> Response:
+        try:
+            return to_response(await inner(request))
+        except HTTPError as error:
+            return error_response(error)
+
+    async def run(request: Any) -> Any:
+        return await middleware(request, call_next)
+
+    return run
+
+
+def _context_factory(function: Callable[..., Any]) -> Callable[[], Any]:
+    if inspect.isasyncgenfunction(function):
+        import contextlib
+
+        return _no_argument(contextlib.asynccontextmanager(function))
+    if callable(function):
+        return _no_argument(function)
+    raise TypeError(f"lifespan() expects an async generator function, got {function!r}")
+
+
+def _no_argument(function: Callable[..., Any]) -> Callable[[], Any]:
+    if not callable(function):
+        raise TypeError(f"a lifespan hook must be callable, got {function!r}")
+    try:
+        inspect.signature(function).bind()
+    except TypeError:
+        raise TypeError(f"lifespan hook {_handler_name(function)} must take no arguments") from None
+    except ValueError:
+        pass
+    return function

@@ -44,6 +44,7 @@ class FakeRequest:
         self.client = ("127.0.0.1", 50000)
         self.request_id = "r-1"
         self.route = "/users/{user_id:int}"
+        self.state = pyhost.State()
         vars(self).update(attributes)
 
     def __getitem__(self, key: str) -> Any:
@@ -86,6 +87,7 @@ class LazyRequest:
     client = property(lambda self: self._read("client"))
     request_id = property(lambda self: self._read("request_id"))
     route = property(lambda self: self._read("route"))
+    state = property(lambda self: self._read("state"))
 
     def __getitem__(self, key: str) -> Any:
         return self._read(key)

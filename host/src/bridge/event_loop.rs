@@ -72,17 +72,19 @@ pub(super) fn spawn(
             // process; the loop thread and the threads it starts get it here.
             crate::sched::apply(&thread_config.server);
             stats::attach(|py| {
-                let loaded = match load_and_compile(py, &thread_config) {
-                    Ok((ready, loaded)) => {
-                        let _ = ready_tx.send(Ok(ready));
-                        loaded
-                    }
+                let (ready, loaded) = match load_and_compile(py, &thread_config) {
+                    Ok(both) => both,
                     Err(err) => {
                         let _ = ready_tx.send(Err(err));
                         return;
                     }
                 };
-                if let Err(err) = run_loop(py, &thread_config, queue, loaded) {
+                // The host is ready once the start-up hooks have run, on this loop.
+                let started = Started {
+                    ready: Some(ready),
+                    tx: ready_tx,
+                };
+                if let Err(err) = run_loop(py, &thread_config, queue, loaded, started) {
                     tracing::error!(
                         "the event loop stopped with an error\n{}",
                         format_exception(py, &err)
@@ -117,6 +119,26 @@ fn new_event_loop<'py>(py: Python<'py>, kind: EventLoopKind) -> PyResult<Bound<'
     Ok(event_loop)
 }
 
+/// Tells [`spawn`] the outcome of start-up, once: ready, or why not. Dropped without either
+/// (the loop failed to set up), its channel closes, which `spawn` reports too.
+struct Started {
+    ready: Option<Ready>,
+    tx: mpsc::Sender<Result<Ready, StartupError>>,
+}
+
+impl Started {
+    fn ready(&mut self) {
+        if let Some(ready) = self.ready.take() {
+            let _ = self.tx.send(Ok(ready));
+        }
+    }
+
+    fn failed(&mut self, err: StartupError) {
+        self.ready = None;
+        let _ = self.tx.send(Err(err));
+    }
+}
+
 /// Runs the event loop until the queue is told to stop. GIL: held (`py`), released by the
 /// loop while it waits.
 fn run_loop(
@@ -124,6 +146,7 @@ fn run_loop(
     config: &Config,
     queue: Arc<WakeQueue<Message>>,
     loaded: LoadedApp,
+    mut started: Started,
 ) -> PyResult<()> {
     let event_loop = new_event_loop(py, config.server.event_loop)?;
     let executor = py
@@ -207,11 +230,20 @@ fn run_loop(
         debug: config.server.debug,
         tasks: TaskMap::default(),
     };
+    let lifespans = crate::lifespan::Lifespans::new(loaded.lifespans);
+    if let Err(err) = lifespans.start(py, &event_loop, config) {
+        started.failed(err);
+        executor.call_method1("shutdown", (false,))?;
+        return Ok(());
+    }
     event_loop.call_method1("add_reader", (queue.fd(), Py::new(py, dispatcher)?))?;
     if let Some(link) = crate::workers::link::current() {
         crate::workers::heartbeat::start(&event_loop, link)?;
     }
+    started.ready();
     event_loop.call_method0("run_forever")?;
+    // The server has drained (the queue stops only after it has).
+    lifespans.stop(py, &event_loop, config);
     executor.call_method1("shutdown", (false,))?;
     Ok(())
 }
@@ -408,7 +440,11 @@ impl Dispatcher {
 impl Dispatcher {
     fn __call__(&self, py: Python<'_>) -> PyResult<()> {
         if self.queue.is_stopping() {
-            self.event_loop.bind(py).call_method0("stop")?;
+            let event_loop = self.event_loop.bind(py);
+            // Once: the stopped queue stays readable, and every later wake-up would stop the
+            // loop again (uvloop queues each stop) while the shutdown hooks run on it.
+            event_loop.call_method1("remove_reader", (self.queue.fd(),))?;
+            event_loop.call_method0("stop")?;
             return Ok(());
         }
         // Checked once per batch: a factory a handler sets applies from the next batch on.

@@ -220,6 +220,12 @@ impl PyRequest {
     }
 
     /// Index of the plugin serving this request (what host services act for).
+    /// What the plugin's lifespan yielded (`pyhost.State`), shared by its requests.
+    #[getter]
+    fn state(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        crate::lifespan::state(py, self.data.plugin)
+    }
+
     #[getter]
     fn plugin(&self) -> u32 {
         self.data.plugin
