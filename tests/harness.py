@@ -535,7 +535,7 @@ def assert_validation_error(payload: Any) -> list[dict[str, Any]]:
         assert {"loc", "msg", "type"} <= set(entry), entry
         assert isinstance(entry["loc"], list), entry
         assert entry["loc"], entry
-        assert entry["loc"][0] in ("path", "query", "body"), entry
+        assert entry["loc"][0] in ("path", "query", "header", "cookie", "body"), entry
         assert isinstance(entry["msg"], str), entry
         assert entry["msg"], entry
         assert isinstance(entry["type"], str), entry

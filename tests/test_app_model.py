@@ -484,3 +484,140 @@ def test_with_several_workers_each_runs_the_lifespan(server_factory: ServerFacto
     stops = {pid for word, pid in zip(lines[::2], lines[1::2], strict=True) if word == "stop"}
     assert len(starts) == 2
     assert starts == stops
+
+
+PARAMS_APP = """
+import asyncio
+import os
+
+from pyhost import Cookie, Header, Response, Router
+
+router = Router()
+DONE = os.path.join(os.path.dirname(__file__), "background")
+
+
+@router.get(
+    "/account",
+    headers={
+        "X-API-Key": Header(str, min_length=16),
+        "x-page-size": Header(int, default=20, le=100),
+    },
+    cookies={
+        "session": Cookie(str),
+        "theme": Cookie(str, default="light", choices=["light", "dark"]),
+    },
+)
+async def account(request):
+    return {"headers": request.header_params, "cookies": request.cookies}
+
+
+@router.post("/login")
+async def login(request):
+    response = Response({"ok": True})
+    response.set_cookie("session", "s3;cr3t", max_age=3600, httponly=True, secure=True)
+    response.set_cookie("theme", "dark", samesite="strict")
+    response.delete_cookie("legacy")
+    return response
+
+
+async def record_async():
+    await asyncio.sleep(0.05)
+    with open(DONE, "a") as f:
+        f.write("async\\n")
+
+
+def record_sync():
+    with open(DONE, "a") as f:
+        f.write("sync\\n")
+
+
+def explode():
+    raise RuntimeError("the background task broke")
+
+
+@router.post("/signup")
+async def signup(request):
+    kind = request.query_params.get("kind", "async")
+    task = {"async": record_async, "sync": record_sync, "explode": explode}[kind]
+    return Response({"queued": kind}, status=202, background=task)
+"""
+
+KEY = "k" * 16
+
+
+def test_declared_headers_and_cookies_are_checked_in_rust_and_typed(
+    server_factory: ServerFactory,
+) -> None:
+    with server_factory.serve({"app.py": PARAMS_APP}) as server, server.client() as http:
+        ok = http.get(
+            "/account",
+            headers={"x-api-key": KEY, "X-Page-Size": "50", "cookie": "session=abc; theme=dark"},
+        )
+        assert ok.status_code == 200, ok.text
+        assert ok.json() == {
+            "headers": {"x-api-key": KEY, "x-page-size": 50},
+            "cookies": {"session": "abc", "theme": "dark"},
+        }
+        defaults = http.get("/account", headers={"X-API-KEY": KEY, "cookie": "session=abc"})
+        assert defaults.json() == {
+            "headers": {"x-api-key": KEY, "x-page-size": 20},
+            "cookies": {"session": "abc", "theme": "light"},
+        }
+        bad = http.get(
+            "/account",
+            headers={"x-api-key": "short", "x-page-size": "500", "cookie": "theme=blue"},
+        )
+        assert bad.status_code == 422
+        locs = sorted(tuple(entry["loc"]) for entry in bad.json()["detail"])
+        assert locs == [
+            ("cookie", "session"),
+            ("cookie", "theme"),
+            ("header", "x-api-key"),
+            ("header", "x-page-size"),
+        ]
+        missing = http.get("/account")
+        assert {tuple(e["loc"]) for e in missing.json()["detail"]} == {
+            ("header", "x-api-key"),
+            ("cookie", "session"),
+        }
+
+
+def test_set_cookie_writes_one_header_per_cookie(server_factory: ServerFactory) -> None:
+    with server_factory.serve({"app.py": PARAMS_APP}) as server, server.client() as http:
+        response = http.post("/login")
+        cookies = response.headers.get_list("set-cookie")
+        assert len(cookies) == 3, cookies
+        session, theme, legacy = cookies
+        # A value with a character a cookie may not hold bare is quoted and escaped.
+        assert session.startswith('session="s3\\073cr3t"'), session
+        assert "HttpOnly" in session and "Secure" in session and "Max-Age=3600" in session
+        assert "SameSite=strict" in theme
+        assert legacy.startswith('legacy=""') and "Max-Age=0" in legacy
+        assert "expires=Thu, 01 Jan 1970 00:00:00 GMT" in legacy
+
+
+def test_a_background_task_runs_after_the_response_and_its_errors_are_logged(
+    server_factory: ServerFactory,
+) -> None:
+    with server_factory.serve({"app.py": PARAMS_APP}) as server, server.client() as http:
+        done = server.config.parent / "background"
+        started = time.monotonic()
+        response = http.post("/signup")
+        assert response.status_code == 202
+        assert response.json() == {"queued": "async"}
+        # The response did not wait for the task's 50 ms.
+        assert not done.exists() or "async" not in done.read_text()
+        assert time.monotonic() - started < 5
+        http.post("/signup", params={"kind": "sync"})
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and (
+            not done.exists() or sorted(done.read_text().split()) != ["async", "sync"]
+        ):
+            time.sleep(0.02)
+        assert sorted(done.read_text().split()) == ["async", "sync"]
+        failing = http.post("/signup", params={"kind": "explode"})
+        assert failing.status_code == 202
+        request_id = failing.headers["x-request-id"]
+        log = server.wait_for_stderr("the background task broke")
+        assert f"request {request_id}: background task explode failed" in log, log
+        assert "Traceback" in log

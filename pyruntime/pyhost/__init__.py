@@ -12,7 +12,7 @@ package, reads the routes and serves them, calling each handler with a :class:`R
 
 from .datastructures import Headers, MutableHeaders, QueryParams, State
 from .host import CapabilityError, HostError, host, host_logging_handler
-from .params import REQUIRED, Query
+from .params import REQUIRED, Cookie, Header, Query
 from .requests import Request
 from .responses import HTMLResponse, HTTPError, JSONResponse, PlainTextResponse, Response
 from .routing import Route, Router
@@ -21,8 +21,10 @@ from .schema import json_schema
 __all__ = [
     "REQUIRED",
     "CapabilityError",
+    "Cookie",
     "HTMLResponse",
     "HTTPError",
+    "Header",
     "Headers",
     "HostError",
     "JSONResponse",

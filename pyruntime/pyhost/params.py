@@ -1,8 +1,9 @@
-"""Declarations of query parameters.
+"""Declarations of query parameters, request headers and cookies.
 
 A :class:`Query` only describes a parameter; the host parses, validates and converts the
 incoming values from :meth:`Query.spec` before the handler runs, and hands the result over as
-``request.query``.
+``request.query``. :class:`Header` and :class:`Cookie` take the same types, defaults and
+constraints, for ``request.header_params`` and ``request.cookies``.
 """
 
 from __future__ import annotations
@@ -351,3 +352,24 @@ def _rust_regex_problem(pattern: str) -> str | None:
     if groups:
         return f"unclosed group: the '(' at position {groups[-1]} is never closed"
     return None
+
+
+@dataclass(frozen=True)
+class Header(Query):
+    """A declared request header, checked like a query parameter; the name is matched without
+    regard to case, and the handler reads the value as ``request.header_params[name]`` (the
+    name in lower case).
+
+    >>> Header(str, min_length=16).spec()["min_length"]
+    16
+    """
+
+
+@dataclass(frozen=True)
+class Cookie(Query):
+    """A declared cookie (from the ``Cookie`` request header), checked like a query parameter;
+    the handler reads it as ``request.cookies[name]``.
+
+    >>> Cookie(str).spec()["required"]
+    True
+    """

@@ -150,6 +150,16 @@ class Request(Protocol, metaclass=_StaticProtocolMeta):
         ...
 
     @property
+    def header_params(self) -> dict[str, Any]:
+        """The declared headers (``headers=`` on the route), typed, by lower-case name."""
+        ...
+
+    @property
+    def cookies(self) -> dict[str, Any]:
+        """The declared cookies (``cookies=`` on the route), typed."""
+        ...
+
+    @property
     def state(self) -> State:
         """What the plugin's lifespan yielded (``request.state.db``), shared by its requests;
         empty without a lifespan."""

@@ -6,9 +6,13 @@ inside the handler (with its traceback) rather than later in the host.
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import http
+import http.cookies
 import json
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Final, TypeAlias
 
@@ -126,6 +130,10 @@ class Response:
     """
 
     status: int
+    background: Callable[[], Any] | None
+    """Called with no arguments once the response has been handed to the server for sending
+    (``async def`` on the event loop, a plain function on a thread); the client does not wait
+    for it, and what it raises is logged with the request id."""
     headers: MutableHeaders
     """The header lines, a list of pairs that is also a case-insensitive mapping
     (``response.headers["x-a"] = "b"``)."""
@@ -138,11 +146,16 @@ class Response:
         status: int = 200,
         headers: HeadersInput = None,
         media_type: str | None = None,
+        *,
+        background: Callable[[], Any] | None = None,
     ) -> None:
         self.status = _check_status(status)
         self.headers = MutableHeaders(_header_list(headers))
         self.body, default_media_type = self.render(body)
         self.media_type = default_media_type if media_type is None else media_type
+        if background is not None and not callable(background):
+            raise TypeError(f"background must be a callable, got {background!r}")
+        self.background = background
 
     def render(self, content: Any) -> tuple[bytes, str]:
         """Return ``content`` as bytes together with its default media type."""
@@ -151,6 +164,79 @@ class Response:
         if isinstance(content, bytes | bytearray | memoryview):
             return bytes(content), _BINARY_MEDIA_TYPE
         return _render_json(content), _JSON_MEDIA_TYPE
+
+    def set_cookie(
+        self,
+        key: str,
+        value: str = "",
+        *,
+        max_age: int | None = None,
+        expires: datetime.datetime | int | str | None = None,
+        path: str | None = "/",
+        domain: str | None = None,
+        secure: bool = False,
+        httponly: bool = False,
+        samesite: str | None = "lax",
+    ) -> None:
+        """Add a ``Set-Cookie`` header (one per cookie; several may be set).
+
+        ``expires`` is a timezone-aware ``datetime``, seconds from now, or an HTTP date;
+        ``samesite`` is ``"strict"``, ``"lax"``, ``"none"`` or ``None`` to leave it out. The
+        header is built by the standard library's ``http.cookies``, which quotes what needs it
+        and refuses names that are not tokens.
+
+        >>> response = Response("ok")
+        >>> response.set_cookie("session", "abc", max_age=3600, httponly=True)
+        >>> response.headers.getlist("set-cookie")
+        ['session=abc; HttpOnly; Max-Age=3600; Path=/; SameSite=lax']
+        """
+        cookie: http.cookies.SimpleCookie = http.cookies.SimpleCookie()
+        try:
+            cookie[key] = value
+        except http.cookies.CookieError as exc:
+            raise ValueError(f"invalid cookie name {key!r}: {exc}") from None
+        morsel = cookie[key]
+        if max_age is not None:
+            morsel["max-age"] = str(int(max_age))
+        if expires is not None:
+            morsel["expires"] = _http_date(expires)
+        if path is not None:
+            morsel["path"] = path
+        if domain is not None:
+            morsel["domain"] = domain
+        if secure:
+            morsel["secure"] = True
+        if httponly:
+            morsel["httponly"] = True
+        if samesite is not None:
+            if samesite.lower() not in ("strict", "lax", "none"):
+                raise ValueError(f"samesite must be 'strict', 'lax' or 'none', got {samesite!r}")
+            morsel["samesite"] = samesite
+        self.headers.add("set-cookie", morsel.OutputString())
+
+    def delete_cookie(
+        self,
+        key: str,
+        *,
+        path: str | None = "/",
+        domain: str | None = None,
+        secure: bool = False,
+        httponly: bool = False,
+        samesite: str | None = "lax",
+    ) -> None:
+        """Tell the client to drop cookie ``key`` (expired, ``Max-Age=0``); ``path`` and
+        ``domain`` must be those it was set with."""
+        self.set_cookie(
+            key,
+            "",
+            max_age=0,
+            expires="Thu, 01 Jan 1970 00:00:00 GMT",
+            path=path,
+            domain=domain,
+            secure=secure,
+            httponly=httponly,
+            samesite=samesite,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -162,8 +248,15 @@ class Response:
 class JSONResponse(Response):
     """A response whose ``content`` is always encoded as JSON, strings included."""
 
-    def __init__(self, content: Any, status: int = 200, headers: HeadersInput = None) -> None:
-        super().__init__(content, status, headers)
+    def __init__(
+        self,
+        content: Any,
+        status: int = 200,
+        headers: HeadersInput = None,
+        *,
+        background: Callable[[], Any] | None = None,
+    ) -> None:
+        super().__init__(content, status, headers, background=background)
 
     def render(self, content: Any) -> tuple[bytes, str]:
         """Return ``content`` encoded as compact JSON with ``application/json``."""
@@ -176,9 +269,14 @@ class PlainTextResponse(Response):
     _media_type: ClassVar[str] = _TEXT_MEDIA_TYPE
 
     def __init__(
-        self, content: str | bytes, status: int = 200, headers: HeadersInput = None
+        self,
+        content: str | bytes,
+        status: int = 200,
+        headers: HeadersInput = None,
+        *,
+        background: Callable[[], Any] | None = None,
     ) -> None:
-        super().__init__(content, status, headers)
+        super().__init__(content, status, headers, background=background)
 
     def render(self, content: Any) -> tuple[bytes, str]:
         """Return ``content`` as bytes with this class's text media type."""
@@ -270,3 +368,43 @@ def _empty(status: int) -> Response:
     response = Response(b"", status)
     response.media_type = None
     return response
+
+
+def _http_date(expires: datetime.datetime | int | str) -> str:
+    if isinstance(expires, str):
+        return expires
+    if isinstance(expires, datetime.datetime):
+        if expires.tzinfo is None:
+            raise ValueError("expires must be a timezone-aware datetime")
+        return email.utils.format_datetime(expires.astimezone(datetime.UTC), usegmt=True)
+    return email.utils.formatdate(time.time() + int(expires), usegmt=True)
+
+
+_background_tasks: set[Any] = set()
+
+
+def _start_background(task: Callable[[], Any], request_id: str) -> None:
+    """Host-internal: run a response's background task on the running loop, holding a
+    reference until it ends (asyncio keeps only weak ones)."""
+    import asyncio
+    import inspect
+    import logging
+
+    async def run() -> None:
+        try:
+            if inspect.iscoroutinefunction(task):
+                await task()
+            else:
+                result = await asyncio.to_thread(task)
+                if inspect.isawaitable(result):
+                    await result
+        except Exception:
+            logging.getLogger("pyhost").exception(
+                "request %s: background task %s failed",
+                request_id,
+                getattr(task, "__qualname__", task),
+            )
+
+    running = asyncio.get_running_loop().create_task(run())
+    _background_tasks.add(running)
+    running.add_done_callback(_background_tasks.discard)

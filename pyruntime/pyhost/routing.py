@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar
 
-from .params import Query
+from .params import Cookie, Header, Query
 from .responses import HTTPError, Response, error_response, to_response
 from .schema import json_schema
 
@@ -68,6 +68,10 @@ class Route:
     body_schema: dict[str, Any] | None
     is_async: bool
     timeout: float | None = None
+    headers: Mapping[str, Header] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    """Declared request headers, by lower-case name."""
+    cookies: Mapping[str, Cookie] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    """Declared cookies, by name."""
     middleware: tuple[Middleware, ...] = ()
     """The middleware around this route, outermost first."""
     exception_handlers: tuple[tuple[type[BaseException], ExceptionHandler], ...] = ()
@@ -93,6 +97,8 @@ class Route:
             "name": self.name,
             "is_async": self.is_async or bool(self.middleware or self.exception_handlers),
             "query": {name: param.spec() for name, param in self.query.items()},
+            "headers": {name: param.spec() for name, param in self.headers.items()},
+            "cookies": {name: param.spec() for name, param in self.cookies.items()},
             "body_schema": self.body_schema,
             "timeout": self.timeout,
         }
@@ -222,6 +228,8 @@ class Router:
         query: Mapping[str, Query] | None = None,
         body: Any = None,
         timeout: float | None = None,
+        headers: Mapping[str, Header] | None = None,
+        cookies: Mapping[str, Cookie] | None = None,
     ) -> Callable[[HandlerT], HandlerT]:
         """Declare a route for ``methods`` at the path template ``path``.
 
@@ -230,7 +238,10 @@ class Router:
         last segment only). ``query`` declares the query parameters by name. ``body`` declares a
         JSON request body: a type for :func:`~pyhost.schema.json_schema`, or a JSON Schema
         ``dict`` used as it is. ``timeout`` (seconds) overrides the host's
-        ``server.request_timeout`` for this route.
+        ``server.request_timeout`` for this route. ``headers`` and ``cookies`` declare request
+        headers (names matched without regard to case) and cookies as :class:`~pyhost.Header`
+        and :class:`~pyhost.Cookie`, checked by the host like query parameters and read as
+        ``request.header_params`` and ``request.cookies``.
 
         Raises ``ValueError`` (or ``TypeError`` for arguments of the wrong type) on a malformed
         declaration, before the handler is even defined.
@@ -240,6 +251,8 @@ class Router:
         checked_query = _check_query(query)
         body_schema = _body_schema(body)
         checked_timeout = _check_timeout(timeout)
+        checked_headers = _check_named(headers, Header, "headers", lower=True)
+        checked_cookies = _check_named(cookies, Cookie, "cookies", lower=False)
 
         def decorator(handler: HandlerT) -> HandlerT:
             if not callable(handler):
@@ -256,6 +269,8 @@ class Router:
                     body_schema=body_schema,
                     is_async=_is_async(handler),
                     timeout=checked_timeout,
+                    headers=checked_headers,
+                    cookies=checked_cookies,
                 )
             )
             return handler
@@ -269,9 +284,19 @@ class Router:
         query: Mapping[str, Query] | None = None,
         body: Any = None,
         timeout: float | None = None,
+        headers: Mapping[str, Header] | None = None,
+        cookies: Mapping[str, Cookie] | None = None,
     ) -> Callable[[HandlerT], HandlerT]:
         """Declare a ``GET`` route (``HEAD`` is served from it too); see :meth:`route`."""
-        return self.route(path, ["GET"], query=query, body=body, timeout=timeout)
+        return self.route(
+            path,
+            ["GET"],
+            query=query,
+            body=body,
+            timeout=timeout,
+            headers=headers,
+            cookies=cookies,
+        )
 
     def post(
         self,
@@ -280,9 +305,19 @@ class Router:
         query: Mapping[str, Query] | None = None,
         body: Any = None,
         timeout: float | None = None,
+        headers: Mapping[str, Header] | None = None,
+        cookies: Mapping[str, Cookie] | None = None,
     ) -> Callable[[HandlerT], HandlerT]:
         """Declare a ``POST`` route; see :meth:`route`."""
-        return self.route(path, ["POST"], query=query, body=body, timeout=timeout)
+        return self.route(
+            path,
+            ["POST"],
+            query=query,
+            body=body,
+            timeout=timeout,
+            headers=headers,
+            cookies=cookies,
+        )
 
     def put(
         self,
@@ -291,9 +326,19 @@ class Router:
         query: Mapping[str, Query] | None = None,
         body: Any = None,
         timeout: float | None = None,
+        headers: Mapping[str, Header] | None = None,
+        cookies: Mapping[str, Cookie] | None = None,
     ) -> Callable[[HandlerT], HandlerT]:
         """Declare a ``PUT`` route; see :meth:`route`."""
-        return self.route(path, ["PUT"], query=query, body=body, timeout=timeout)
+        return self.route(
+            path,
+            ["PUT"],
+            query=query,
+            body=body,
+            timeout=timeout,
+            headers=headers,
+            cookies=cookies,
+        )
 
     def patch(
         self,
@@ -302,9 +347,19 @@ class Router:
         query: Mapping[str, Query] | None = None,
         body: Any = None,
         timeout: float | None = None,
+        headers: Mapping[str, Header] | None = None,
+        cookies: Mapping[str, Cookie] | None = None,
     ) -> Callable[[HandlerT], HandlerT]:
         """Declare a ``PATCH`` route; see :meth:`route`."""
-        return self.route(path, ["PATCH"], query=query, body=body, timeout=timeout)
+        return self.route(
+            path,
+            ["PATCH"],
+            query=query,
+            body=body,
+            timeout=timeout,
+            headers=headers,
+            cookies=cookies,
+        )
 
     def delete(
         self,
@@ -313,9 +368,19 @@ class Router:
         query: Mapping[str, Query] | None = None,
         body: Any = None,
         timeout: float | None = None,
+        headers: Mapping[str, Header] | None = None,
+        cookies: Mapping[str, Cookie] | None = None,
     ) -> Callable[[HandlerT], HandlerT]:
         """Declare a ``DELETE`` route; see :meth:`route`."""
-        return self.route(path, ["DELETE"], query=query, body=body, timeout=timeout)
+        return self.route(
+            path,
+            ["DELETE"],
+            query=query,
+            body=body,
+            timeout=timeout,
+            headers=headers,
+            cookies=cookies,
+        )
 
     def include(self, other: Router, prefix: str = "") -> None:
         """Copy the routes of ``other`` into this router, with ``prefix`` put before each path,
@@ -427,6 +492,31 @@ def _check_query(query: Mapping[str, Query] | None) -> Mapping[str, Query]:
         if not isinstance(param, Query):
             raise TypeError(f"query[{name!r}] must be a Query, got {param!r}")
     return MappingProxyType(dict(query))
+
+
+ParamT = TypeVar("ParamT", bound=Query)
+
+
+def _check_named(
+    declared: Mapping[str, ParamT] | None, kind: type[ParamT], what: str, *, lower: bool
+) -> Mapping[str, ParamT]:
+    if declared is None:
+        return MappingProxyType({})
+    if not isinstance(declared, Mapping):
+        raise TypeError(
+            f"{what} must be a mapping of names to {kind.__name__}, got {type(declared).__name__}"
+        )
+    checked: dict[str, ParamT] = {}
+    for name, param in declared.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{what} names must be non-empty strings, got {name!r}")
+        if not isinstance(param, kind):
+            raise TypeError(f"{what}[{name!r}] must be a {kind.__name__}, got {param!r}")
+        key = name.lower() if lower else name
+        if key in checked:
+            raise ValueError(f"{what} declares {name!r} twice")
+        checked[key] = param
+    return MappingProxyType(checked)
 
 
 def _body_schema(body: Any) -> dict[str, Any] | None:

@@ -45,6 +45,8 @@ class FakeRequest:
         self.request_id = "r-1"
         self.route = "/users/{user_id:int}"
         self.state = pyhost.State()
+        self.header_params: dict[str, Any] = {}
+        self.cookies: dict[str, Any] = {}
         vars(self).update(attributes)
 
     def __getitem__(self, key: str) -> Any:
@@ -88,6 +90,8 @@ class LazyRequest:
     request_id = property(lambda self: self._read("request_id"))
     route = property(lambda self: self._read("route"))
     state = property(lambda self: self._read("state"))
+    header_params = property(lambda self: self._read("header_params"))
+    cookies = property(lambda self: self._read("cookies"))
 
     def __getitem__(self, key: str) -> Any:
         return self._read(key)

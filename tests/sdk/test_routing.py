@@ -227,6 +227,8 @@ def test_spec_is_plain_json_data():
             "limit": Query(int, default=10, ge=1, le=100).spec(),
             "q": Query().spec(),
         },
+        "headers": {},
+        "cookies": {},
         "body_schema": None,
         "timeout": None,
     }

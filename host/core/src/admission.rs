@@ -192,6 +192,25 @@ impl Admission {
                 errors.append(&mut e);
                 Vec::new()
             });
+        // Declared headers and cookies: nothing to do (and nothing paid) for a route without.
+        let header_params = if route.headers.is_empty() {
+            Vec::new()
+        } else {
+            let pairs = header_pairs(&parts.headers);
+            validation::validate_params("header", &route.headers, &pairs).unwrap_or_else(|mut e| {
+                errors.append(&mut e);
+                Vec::new()
+            })
+        };
+        let cookies = if route.cookies.is_empty() {
+            Vec::new()
+        } else {
+            let pairs = cookie_pairs(&parts.headers);
+            validation::validate_params("cookie", &route.cookies, &pairs).unwrap_or_else(|mut e| {
+                errors.append(&mut e);
+                Vec::new()
+            })
+        };
         let json = match check_body(&route, &parts.headers, &body) {
             Ok(json) => json,
             Err(BodyProblem::Reply(reply)) => return Err(Rejection::new(reply)),
@@ -226,6 +245,8 @@ impl Admission {
             query_pairs,
             path_params,
             query,
+            header_params,
+            cookies,
             headers: parts.headers,
             body,
             json,
@@ -306,4 +327,58 @@ fn bad_target(err: TargetError) -> Rejection {
         StatusCode::BAD_REQUEST,
         format!("Bad request target: {err}"),
     ))
+}
+
+/// The request's headers as (lower-case name, value) pairs; a value that is not visible ASCII
+/// or UTF-8 text is read lossily, so that a constraint, not a decoding error, judges it.
+fn header_pairs(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The cookies of every `Cookie` header (RFC 6265 section 5.4: `name=value` pairs separated by
+/// `; `), values unquoted; pairs without `=` are ignored, as browsers send none.
+fn cookie_pairs(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    for value in headers.get_all(http::header::COOKIE) {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        for pair in text.split(';') {
+            if let Some((name, value)) = pair.trim().split_once('=') {
+                let value = value.trim();
+                let value = value
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(value);
+                pairs.push((name.trim().to_owned(), value.to_owned()));
+            }
+        }
+    }
+    pairs
+}
+
+#[cfg(test)]
+mod cookie_tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_read_from_every_cookie_header() {
+        let mut headers = http::HeaderMap::new();
+        headers.append(
+            http::header::COOKIE,
+            "session=abc; theme=\"dark\"".parse().unwrap(),
+        );
+        headers.append(http::header::COOKIE, "lang=en;flag".parse().unwrap());
+        assert_eq!(
+            cookie_pairs(&headers),
+            [("session", "abc"), ("theme", "dark"), ("lang", "en")]
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        );
+    }
 }

@@ -26,6 +26,10 @@ pub struct RequestData {
     pub path_params: Vec<(String, Typed)>,
     /// Declared query parameters, validated and typed, defaults filled.
     pub query: Vec<(String, Typed)>,
+    /// Declared headers (lower-case names), validated and typed, defaults filled.
+    pub header_params: Vec<(String, Typed)>,
+    /// Declared cookies, validated and typed, defaults filled.
+    pub cookies: Vec<(String, Typed)>,
     /// Request headers, repeats kept.
     pub headers: HeaderMap,
     /// The whole body.

@@ -36,6 +36,10 @@ pub struct Route {
     pub path_params: Vec<(String, ParamType)>,
     /// Declared query parameters.
     pub query: Vec<QueryParam>,
+    /// Declared request headers (lower-case names).
+    pub headers: Vec<QueryParam>,
+    /// Declared cookies.
+    pub cookies: Vec<QueryParam>,
     /// Compiled body schema, when a JSON body is declared.
     pub body: Option<jsonschema::Validator>,
     /// The body schema as declared (for `pyhost routes`).
@@ -282,6 +286,23 @@ impl RouteTable {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            let compile_named = |declared: &indexmap::IndexMap<String, crate::spec::QuerySpec>,
+                                 what: &str| {
+                declared
+                    .iter()
+                    .map(|(name, q)| {
+                        let name = if what == "header" {
+                            name.to_ascii_lowercase()
+                        } else {
+                            name.clone()
+                        };
+                        QueryParam::compile(&name, q.clone())
+                            .map_err(|source| invalid(format!("{what} `{name}`: {source}")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            };
+            let headers = compile_named(&spec.headers, "header")?;
+            let cookies = compile_named(&spec.cookies, "cookie")?;
             let body = spec
                 .body_schema
                 .as_ref()
@@ -372,6 +393,8 @@ impl RouteTable {
                     is_async: spec.is_async,
                     path_params: template.params.clone(),
                     query: query.clone(),
+                    headers: headers.clone(),
+                    cookies: cookies.clone(),
                     body: body.clone(),
                     body_schema: spec.body_schema.clone(),
                     timeout,

@@ -21,6 +21,13 @@ pub struct RouteSpec {
     /// Declared query parameters by name, in declaration order (`null` reads as none).
     #[serde(default, deserialize_with = "query_specs")]
     pub query: IndexMap<String, QuerySpec>,
+    /// Declared request headers by lower-case name, with the same types and constraints as
+    /// query parameters.
+    #[serde(default, deserialize_with = "query_specs")]
+    pub headers: IndexMap<String, QuerySpec>,
+    /// Declared cookies by name, likewise.
+    #[serde(default, deserialize_with = "query_specs")]
+    pub cookies: IndexMap<String, QuerySpec>,
     /// JSON Schema of the request body, when the route declares one.
     #[serde(default)]
     pub body_schema: Option<Value>,

@@ -308,10 +308,20 @@ pub fn validate_query(
     params: &[QueryParam],
     pairs: &[(String, String)],
 ) -> Result<Vec<(String, Typed)>, Vec<FieldError>> {
+    validate_params("query", params, pairs)
+}
+
+/// Checks declared parameters found at `location` (`query`, `header`, `cookie`) against the
+/// request's name/value pairs for it; entries are located at `[location, name]`.
+pub fn validate_params(
+    location: &str,
+    params: &[QueryParam],
+    pairs: &[(String, String)],
+) -> Result<Vec<(String, Typed)>, Vec<FieldError>> {
     let mut values = Vec::with_capacity(params.len());
     let mut errors = Vec::new();
     for param in params {
-        let loc = || vec![Loc::Key("query".into()), Loc::Key(param.name.clone())];
+        let loc = || vec![Loc::Key(location.into()), Loc::Key(param.name.clone())];
         let mut raw = pairs
             .iter()
             .filter(|(key, _)| *key == param.name)

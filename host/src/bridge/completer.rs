@@ -117,6 +117,33 @@ impl Completer {
         Reply::json(StatusCode::INTERNAL_SERVER_ERROR, &body)
     }
 
+    /// A `Response` with a `background` callable: start it now that the reply is on its way.
+    /// Only `Response` objects are looked at, so other results pay one type check.
+    fn start_background(&self, result: &Bound<'_, PyAny>) {
+        let py = result.py();
+        let Ok(sdk) = sdk(py) else { return };
+        if !result.is_instance(sdk.response.bind(py)).unwrap_or(false) {
+            return;
+        }
+        let Ok(background) = result.getattr(pyo3::intern!(py, "background")) else {
+            return;
+        };
+        if background.is_none() {
+            return;
+        }
+        let started = py
+            .import("pyhost.responses")
+            .and_then(|module| module.getattr("_start_background"))
+            .and_then(|start| start.call1((background, &*self.request_id)));
+        if let Err(err) = started {
+            tracing::error!(
+                "request {}: cannot start the response's background task\n{}",
+                self.request_id,
+                crate::interpreter::format_exception(py, &err)
+            );
+        }
+    }
+
     fn conversion_failed(&mut self, err: ConvertError) {
         tracing::error!(
             "request {} ({} {}): handler {} returned a value that is not a response: {err}",
@@ -141,7 +168,10 @@ impl Completer {
             Ordering::Relaxed,
         );
         match converted {
-            Ok(reply) => self.send_reply(reply),
+            Ok(reply) => {
+                self.send_reply(reply);
+                self.start_background(result);
+            }
             Err(err) => self.conversion_failed(err),
         }
     }

@@ -132,6 +132,18 @@ impl PyRequest {
         cached(py, &self.query, || typed_dict(py, &self.data.query))
     }
 
+    /// Declared headers (lower-case names), validated and typed, defaults filled.
+    #[getter]
+    fn header_params<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        typed_dict(py, &self.data.header_params).map(|dict| dict.into_bound(py))
+    }
+
+    /// Declared cookies, validated and typed, defaults filled.
+    #[getter]
+    fn cookies<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        typed_dict(py, &self.data.cookies).map(|dict| dict.into_bound(py))
+    }
+
     /// Every query pair as a `pyhost.QueryParams` (repeated keys kept).
     #[getter]
     fn query_params<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
