@@ -7,7 +7,7 @@ import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.harness import ServerFactory, make_config, running_server
+from tests.harness import Server, ServerFactory, make_config, running_server
 
 LIFESPAN_APP = """
 import asyncio
@@ -621,3 +621,32 @@ def test_a_background_task_runs_after_the_response_and_its_errors_are_logged(
         log = server.wait_for_stderr("the background task broke")
         assert f"request {request_id}: background task explode failed" in log, log
         assert "Traceback" in log
+
+
+def test_the_example_app_signs_in_with_a_cookie_and_guards_its_account_routes(
+    example_server: Server,
+) -> None:
+    # A client of its own: the shared one must not keep this test's cookies.
+    with example_server.client() as client:
+        assert client.get("/account/me").status_code == 401
+        # Declared parameters are checked before any Python, the middleware included.
+        short = client.post("/account/logout", headers={"cookie": "session=short"})
+        assert short.status_code == 422
+        signed_in = client.post("/account/login", json={"name": "ada"})
+        assert signed_in.json() == {"signed_in": "ada"}
+        token = signed_in.cookies["session"]
+        client.cookies.clear()
+        assert "HttpOnly" in signed_in.headers["set-cookie"]
+        session = {"cookie": f"session={token}"}
+        me = client.get("/account/me", headers=session)
+        assert me.json() == {"name": "ada"}
+        assert me.headers["x-user"] == "ada"
+        keyed = client.get("/account/keys", headers={"x-api-key": "0123456789abcdef"})
+        assert keyed.json() == {"key_prefix": "0123"}
+        too_short = client.get("/account/keys", headers={"x-api-key": "0123"})
+        assert too_short.status_code == 422
+        assert too_short.json()["detail"][0]["loc"] == ["header", "x-api-key"]
+        out = client.post("/account/logout", headers=session)
+        assert "Max-Age=0" in out.headers["set-cookie"]
+        client.cookies.clear()
+        assert client.get("/account/me", headers=session).status_code == 401

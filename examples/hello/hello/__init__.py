@@ -12,6 +12,7 @@ a prefix, so the full route table is::
     /responses/...        responses.py: every value a handler may return
     /errors/...           errors.py: HTTPError and unhandled exceptions
     /concurrency/...      concurrency.py: asyncio, context variables, blocking handlers
+    /account/...          account.py: lifespan and state, auth middleware, headers, cookies
 
 ``pyhost routes --config examples/hello/pyhost.toml`` prints it with every parameter.
 """
@@ -20,7 +21,7 @@ from typing import Any
 
 from pyhost import Request, Router
 
-from . import concurrency, errors, items, paths, responses
+from . import account, concurrency, errors, items, paths, responses
 
 router = Router()
 
@@ -68,3 +69,4 @@ router.include(paths.router, prefix="/paths")
 router.include(responses.router, prefix="/responses")
 router.include(errors.router, prefix="/errors")
 router.include(concurrency.router, prefix="/concurrency")
+router.include(account.router, prefix="/account")
