@@ -49,8 +49,9 @@ use spawn::{Event, EventKind};
 /// How often the supervisor looks at the conditions it cannot be woken for (heartbeats,
 /// memory, lifetimes); back-off and kill deadlines wake it when they are due.
 const TICK: Duration = Duration::from_secs(1);
-/// A worker that dies sooner than this after becoming ready counts as failing to start.
-const YOUNG: Duration = Duration::from_secs(2);
+/// A worker that dies sooner than this after becoming ready counts as failing to start (its
+/// slot backs off); one that lived longer is replaced at once.
+const YOUNG: Duration = Duration::from_secs(1);
 /// Back-off after the first failed start of a slot, doubling with each further one.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 /// The longest back-off.
