@@ -22,7 +22,7 @@
 //!
 //! Time: the loop wakes on events, on the next back-off or kill deadline, and once a second
 //! to read the heartbeats and the workers' memory; idle, that is a few system calls a second
-//! (measured: 0.08% of a CPU, `docs/workers.md`).
+//! (measured: 0.017% of a CPU, `docs/workers.md`).
 
 pub(crate) mod cpus;
 mod reload;
