@@ -342,6 +342,12 @@ COMPRESSION_APP = {
             return Response(b"", status=204)
 
 
+        @router.get("/big")
+        async def big(request):
+            # Past the size compressed with the tokio worker handed off (block_in_place).
+            return "".join(f"line {i}: some text to compress\\n" for i in range(40000))
+
+
         @router.get("/tagged")
         async def tagged(request):
             return Response(TEXT, headers={"etag": '"v1"'})
@@ -461,6 +467,16 @@ def test_a_pre_encoded_response_is_left_alone(compressing: Server) -> None:
     assert response.header("content-encoding") == "gzip"
     assert response.body == gzip.compress(TEXT, mtime=0)
     assert gzip.decompress(response.body) == TEXT
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "zstd"])
+def test_a_large_body_is_compressed_off_the_hot_path(compressing: Server, coding: str) -> None:
+    expected = "".join(f"line {i}: some text to compress\n" for i in range(40000)).encode()
+    assert len(expected) > 1024 * 1024
+    response = fetch(compressing, "/big", coding)
+    assert response.header("content-encoding") == coding
+    assert len(response.body) < len(expected) // 4
+    assert decode(response) == expected
 
 
 def test_a_strong_etag_becomes_weak_when_compressed(compressing: Server) -> None:
