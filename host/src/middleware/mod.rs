@@ -21,8 +21,9 @@ pub(crate) struct Middleware {
     compression: Option<CompressionPolicy>,
 }
 
-/// What the middleware keeps of a request until its reply is in: small, because it lives in
-/// the request's future (see `service.rs`).
+/// What the middleware keeps of a request until its reply is in. It is boxed: the request's
+/// future holds it across the wait, and hyper keeps a box of that future's size for every
+/// connection (see `service.rs`), so without middleware it costs a pointer there, not this.
 pub(crate) struct Seen {
     /// The request's `Origin`, when CORS headers are to be added (not for a preflight, whose
     /// answer admission made complete).
@@ -42,10 +43,10 @@ impl Middleware {
     }
 
     /// Takes note of what the reply will depend on.
-    pub(crate) fn see<B>(&self, request: &Request<B>) -> Seen {
+    pub(crate) fn see<B>(&self, request: &Request<B>) -> Box<Seen> {
         let headers = request.headers();
         let cors = self.cors.is_some() && !cors::is_preflight(request.method(), headers);
-        Seen {
+        Box::new(Seen {
             origin: if cors {
                 headers.get(http::header::ORIGIN).cloned()
             } else {
@@ -57,11 +58,11 @@ impl Middleware {
                 .as_ref()
                 .and_then(|policy| policy.negotiate(headers)),
             head: request.method() == Method::HEAD,
-        }
+        })
     }
 
     /// Adds the CORS headers and compresses the body, as configured.
-    pub(crate) fn finish(&self, seen: Seen, reply: &mut Reply) {
+    pub(crate) fn finish(&self, seen: &Seen, reply: &mut Reply) {
         if let Some(cors) = &self.cors
             && seen.cors
         {
