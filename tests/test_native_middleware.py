@@ -577,3 +577,34 @@ def test_allowed_hosts_hold_http2_authority_too(hosts_server: Server) -> None:
 def test_an_http10_request_without_host_is_refused(hosts_server: Server) -> None:
     response = parse_response(raw_exchange(hosts_server.url, b"GET /items HTTP/1.0\r\n\r\n"))
     assert response.status == 400
+
+
+# --- all together -------------------------------------------------------------------------
+
+
+def test_everything_together_in_every_worker(server_factory: ServerFactory) -> None:
+    config = (
+        '[server]\nworkers = 2\nshutdown_grace = 5.0\nallowed_hosts = ["127.0.0.1"]\n\n'
+        '[cors]\nallow_origins = ["https://app.example.com"]\n\n'
+        '[compression]\n\n[app]\nmodule = "app"\n'
+    )
+    with server_factory.serve(COMPRESSION_APP, config) as server:
+        # Each request on a new connection, so both workers' services answer some.
+        for _ in range(10):
+            response = raw_request(
+                server.url,
+                "GET",
+                "/text",
+                headers=[("Origin", ALLOWED), ("Accept-Encoding", "gzip")],
+            )
+            assert response.status == 200
+            assert response.header("content-encoding") == "gzip"
+            assert gzip.decompress(response.body) == TEXT
+            assert response.header("access-control-allow-origin") == ALLOWED
+            # One Vary line naming both.
+            assert response.header_list("vary") == ["Origin, Accept-Encoding"]
+        with server.client() as http:
+            refused = http.get("/text", headers={"host": "evil.test"})
+            assert refused.status_code == 400
+            allowed = preflight(http, "/text", ALLOWED, "GET")
+            assert allowed.status_code == 204
