@@ -1,7 +1,8 @@
 //! Admitting a request: every decision the host makes about it before a handler sees it.
 //!
 //! Two steps, because the body is read in between: [`Admission::route`] checks the head (its
-//! authority, size, number of headers, the target's length and encoding) and routes it;
+//! authority and, with `server.allowed_hosts`, its host; size, number of headers, the target's
+//! length and encoding), answers a CORS preflight itself when `[cors]` is on, and routes it;
 //! [`Admission::admit`] converts and validates the path and query parameters and the body
 //! against the route's declarations and produces the handler's [`RequestData`]. Anything
 //! refused comes back as a [`Rejection`], the response to send. The service runs exactly these
@@ -103,7 +104,9 @@ impl Admission {
     /// Checks the head and routes it: everything decided before the body is read.
     ///
     /// The request's authority is settled first ([`crate::authority`]): afterwards its one
-    /// `Host` header names it, whichever protocol carried the request.
+    /// `Host` header names it, whichever protocol carried the request, and that is the host
+    /// `server.allowed_hosts` is checked against. A CORS preflight comes back as a
+    /// [`Rejection`] holding its answer ([`crate::middleware::cors`]).
     pub fn route(
         &self,
         table: &RouteTable,
