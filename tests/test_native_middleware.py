@@ -608,3 +608,14 @@ def test_everything_together_in_every_worker(server_factory: ServerFactory) -> N
             assert refused.status_code == 400
             allowed = preflight(http, "/text", ALLOWED, "GET")
             assert allowed.status_code == 204
+            # The host is checked before a preflight is answered.
+            rebound = http.options(
+                "/text",
+                headers={
+                    "host": "evil.test",
+                    "origin": ALLOWED,
+                    "access-control-request-method": "GET",
+                },
+            )
+            assert rebound.status_code == 400
+            assert "access-control-allow-origin" not in rebound.headers
