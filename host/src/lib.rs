@@ -25,7 +25,8 @@
 //!
 //! A request flows through the modules in this order: [`server`] accepts it, `service` routes
 //! it with the `routing` table and checks it with `validation`, the `bridge` hands it to the
-//! interpreter's loop thread, and the handler's result comes back as a `Reply`.
+//! interpreter's loop thread, and the handler's result comes back as a `Reply`, to which
+//! `middleware` adds CORS headers and which it compresses, when configured.
 
 mod bridge;
 mod bundled_sdk;
@@ -34,6 +35,7 @@ mod interpreter;
 mod lifespan;
 mod loader;
 pub mod logging;
+mod middleware;
 mod pyconv;
 pub mod sched;
 pub mod server;
@@ -238,7 +240,7 @@ impl Host {
     fn start_inner(config: Config, functions: HostFunctions) -> Result<Self, StartupError> {
         services::install(&config, functions)?;
         let bridge = Arc::new(bridge::Bridge::start(&config)?);
-        let service = Arc::new(service::HttpService::new(bridge.clone(), &config.server));
+        let service = Arc::new(service::HttpService::new(bridge.clone(), &config));
         Ok(Self {
             config,
             bridge,

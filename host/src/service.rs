@@ -23,7 +23,8 @@ use crate::slots::{Busy, Slot, Slots};
 
 /// Handler timeouts logged per second.
 static TIMEOUT_LOGS: LogBudget = LogBudget::new(20);
-use pyhost_core::config::ServerConfig;
+use crate::middleware::Middleware;
+use pyhost_core::config::Config;
 use pyhost_core::reply::Reply;
 
 /// The host's request handler: stateless apart from the bridge and the request counter.
@@ -40,6 +41,8 @@ pub struct HttpService {
     /// The request id after which this worker asks its supervisor to replace it
     /// (`server.max_requests`; `u64::MAX` outside a worker or without the limit).
     recycle_after: u64,
+    /// `[cors]` and `[compression]`, when either is configured.
+    middleware: Option<Middleware>,
 }
 
 /// A response to send, with what the connection should do afterwards.
@@ -72,8 +75,9 @@ impl From<Rejection> for Answer {
 }
 
 impl HttpService {
-    /// A service dispatching to `bridge` under the limits of `server`.
-    pub fn new(bridge: Arc<Bridge>, server: &ServerConfig) -> Self {
+    /// A service dispatching to `bridge` under the limits and middleware of `config`.
+    pub fn new(bridge: Arc<Bridge>, config: &Config) -> Self {
+        let server = &config.server;
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -81,7 +85,7 @@ impl HttpService {
             ^ u64::from(std::process::id());
         Self {
             bridge,
-            admission: Admission::new(server),
+            admission: Admission::new(server).with_cors(config.cors.clone()),
             body_timeout: server.body_timeout,
             request_timeout: server.request_timeout,
             cancel_on_disconnect: server.cancel_on_disconnect,
@@ -94,6 +98,7 @@ impl HttpService {
             recycle_after: crate::workers::link::current()
                 .and_then(|link| link.max_requests)
                 .unwrap_or(u64::MAX),
+            middleware: Middleware::new(config),
         }
     }
 
@@ -119,14 +124,18 @@ impl HttpService {
             }
         }
         let request_id: Arc<str> = Arc::from(format!("{}-{id:x}", self.id_prefix));
+        let seen = self.middleware.as_ref().map(|m| m.see(&request));
         let step = self.start(request, client, &request_id);
         let service = self.clone();
         async move {
-            let answer = match step {
+            let mut answer = match step {
                 Step::Done(answer) => answer,
                 Step::Wait(pending) => service.wait(pending, &request_id).await,
                 Step::ReadBody(read) => read.await,
             };
+            if let (Some(middleware), Some(seen)) = (&service.middleware, seen) {
+                middleware.finish(&seen, &mut answer.reply);
+            }
             into_response(answer, &request_id)
         }
     }

@@ -1,7 +1,8 @@
 //! Admitting a request: every decision the host makes about it before a handler sees it.
 //!
 //! Two steps, because the body is read in between: [`Admission::route`] checks the head (its
-//! authority, size, number of headers, the target's length and encoding) and routes it;
+//! authority and, with `server.allowed_hosts`, its host; size, number of headers, the target's
+//! length and encoding), answers a CORS preflight itself when `[cors]` is on, and routes it;
 //! [`Admission::admit`] converts and validates the path and query parameters and the body
 //! against the route's declarations and produces the handler's [`RequestData`]. Anything
 //! refused comes back as a [`Rejection`], the response to send. The service runs exactly these
@@ -17,6 +18,8 @@ use http::{HeaderValue, StatusCode};
 
 use crate::authority;
 use crate::config::ServerConfig;
+use crate::middleware::cors::{self, CorsPolicy};
+use crate::middleware::hosts::AllowedHosts;
 use crate::reply::Reply;
 use crate::request::RequestData;
 use crate::routing::{Lookup, Route, RouteTable};
@@ -31,10 +34,13 @@ pub struct Admission {
     max_url_length: usize,
     body_limit: u64,
     default_host: String,
+    allowed_hosts: Option<AllowedHosts>,
+    cors: Option<CorsPolicy>,
 }
 
-/// A refused request: the answer, and whether the connection must close after it (what is
-/// left of the request in the connection cannot be trusted or is not worth reading).
+/// A refused request, or one the host answers itself (a CORS preflight): the answer, and
+/// whether the connection must close after it (what is left of the request in the connection
+/// cannot be trusted or is not worth reading).
 #[derive(Debug)]
 pub struct Rejection {
     /// The response.
@@ -84,19 +90,38 @@ impl Admission {
             max_url_length: server.max_url_length,
             body_limit: server.body_limit,
             default_host: server.listen.to_string(),
+            allowed_hosts: server.allowed_hosts.clone(),
+            cors: None,
         }
+    }
+
+    /// The same rules, with CORS preflights answered by `cors` (`[cors]`).
+    pub fn with_cors(mut self, cors: Option<CorsPolicy>) -> Self {
+        self.cors = cors;
+        self
     }
 
     /// Checks the head and routes it: everything decided before the body is read.
     ///
     /// The request's authority is settled first ([`crate::authority`]): afterwards its one
-    /// `Host` header names it, whichever protocol carried the request.
+    /// `Host` header names it, whichever protocol carried the request, and that is the host
+    /// `server.allowed_hosts` is checked against. A CORS preflight comes back as a
+    /// [`Rejection`] holding its answer ([`crate::middleware::cors`]).
     pub fn route(
         &self,
         table: &RouteTable,
         parts: &mut http::request::Parts,
     ) -> Result<Routed, Rejection> {
         authority::settle(parts).map_err(|err| Rejection::new(err.into_reply()))?;
+        if let Some(allowed) = &self.allowed_hosts {
+            let host = parts.headers.get(HOST).and_then(|v| v.to_str().ok());
+            // HTTP/1.0 may name no host; with a list to hold it to, that is no allowed one.
+            if !host.is_some_and(|host| allowed.allows(host)) {
+                return Err(Rejection::new(
+                    authority::AuthorityError::NotAllowed.into_reply(),
+                ));
+            }
+        }
         let target_length = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
         // Both head limits are enforced here rather than by hyper, whose own answer has no
         // body and no request id: hyper stops only heads far beyond them (the server's
@@ -131,6 +156,13 @@ impl Admission {
         let path = target::decode_path(parts.uri.path()).map_err(bad_target)?;
         let query_string = parts.uri.query().unwrap_or_default().to_owned();
         let query_pairs = target::decode_query(&query_string).map_err(bad_target)?;
+        // A preflight is the host's to answer on any path, before routing: the handler of an
+        // `OPTIONS` route never sees one.
+        if let Some(cors) = &self.cors
+            && cors::is_preflight(&parts.method, &parts.headers)
+        {
+            return Err(Rejection::new(cors.preflight(&parts.headers)));
+        }
         match table.lookup(&parts.method, parts.uri.path()) {
             Lookup::NotFound => Err(Rejection::new(Reply::detail(
                 StatusCode::NOT_FOUND,

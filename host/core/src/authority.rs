@@ -43,6 +43,9 @@ pub enum AuthorityError {
     /// HTTP/2 `:authority` and `Host` that name different authorities.
     #[error(":authority and Host name different hosts")]
     Mismatch,
+    /// A host `server.allowed_hosts` does not list (`crate::middleware::hosts`).
+    #[error("the Host header names a host this server does not serve")]
+    NotAllowed,
 }
 
 impl AuthorityError {

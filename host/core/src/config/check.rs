@@ -7,6 +7,9 @@ use std::time::Duration;
 use super::file::{RawConfig, RawServer};
 use super::{Capabilities, Config, PluginConfig, Secret, ServerConfig, check_venv, parse_listen};
 use crate::error::ConfigError;
+use crate::middleware::cors::{CorsOptions, CorsPolicy};
+use crate::middleware::encoding::CompressionPolicy;
+use crate::middleware::hosts::AllowedHosts;
 
 /// Checks `raw`, read from `file`, and resolves what it names.
 pub(super) fn config(raw: RawConfig, file: PathBuf) -> Result<Config, ConfigError> {
@@ -84,12 +87,45 @@ pub(super) fn config(raw: RawConfig, file: PathBuf) -> Result<Config, ConfigErro
         check_venv(venv).map_err(|message| invalid("app.venv", message))?;
     }
 
+    let cors = raw
+        .cors
+        .as_ref()
+        .map(|cors| {
+            CorsPolicy::new(CorsOptions {
+                allow_origins: &cors.allow_origins,
+                allow_methods: cors.allow_methods.as_deref(),
+                allow_headers: &cors.allow_headers,
+                expose_headers: &cors.expose_headers,
+                allow_credentials: cors.allow_credentials,
+                max_age: cors.max_age,
+            })
+            .map_err(|err| invalid(&err.key(), err.to_string()))
+        })
+        .transpose()?;
+    let compression = raw
+        .compression
+        .as_ref()
+        .map(|table| {
+            CompressionPolicy::new(
+                table.min_size,
+                table.encodings.as_deref(),
+                table.media_types.as_deref(),
+            )
+            .map_err(|err| {
+                let key = err.key(table.media_types.as_deref().unwrap_or_default());
+                invalid(&key, err.to_string())
+            })
+        })
+        .transpose()?;
+
     Ok(Config {
         source: file.clone(),
         server,
         venv,
         plugins,
         kv_path,
+        cors,
+        compression,
     })
 }
 
@@ -193,6 +229,19 @@ fn server(
             "expected at least 1 thread".to_owned(),
         ));
     }
+    let allowed_hosts = server
+        .allowed_hosts
+        .as_deref()
+        .map(|entries| {
+            AllowedHosts::new(entries).map_err(|err| {
+                let key = match err.index(entries) {
+                    Some(index) => format!("server.allowed_hosts[{index}]"),
+                    None => "server.allowed_hosts".to_owned(),
+                };
+                invalid(&key, err.to_string())
+            })
+        })
+        .transpose()?;
     if server.body_limit.as_u64() == 0 {
         return Err(invalid(
             "server.body_limit",
@@ -232,6 +281,7 @@ fn server(
         max_worker_memory: server.max_worker_memory.map(|size| size.as_u64()),
         worker_lifetime: (!worker_lifetime.is_zero()).then_some(worker_lifetime),
         worker_lifetime_jitter,
+        allowed_hosts,
     })
 }
 

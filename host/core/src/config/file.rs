@@ -9,6 +9,7 @@ use bytesize::ByteSize;
 use serde::Deserialize;
 
 use super::{Balance, EventLoopKind, Workers};
+use crate::middleware::encoding::Coding;
 
 /// The whole file.
 #[derive(Deserialize)]
@@ -21,6 +22,34 @@ pub(super) struct RawConfig {
     pub(super) plugins: BTreeMap<String, RawPlugin>,
     #[serde(default)]
     pub(super) kv: RawKv,
+    pub(super) cors: Option<RawCors>,
+    pub(super) compression: Option<RawCompression>,
+}
+
+/// `[cors]`; only `allow_origins` is required.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCors {
+    pub(super) allow_origins: Vec<String>,
+    /// `None`: the CORS-safelisted methods (`middleware::cors`).
+    pub(super) allow_methods: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) allow_headers: Vec<String>,
+    #[serde(default)]
+    pub(super) expose_headers: Vec<String>,
+    #[serde(default)]
+    pub(super) allow_credentials: bool,
+    pub(super) max_age: Option<u64>,
+}
+
+/// `[compression]`; an empty table turns compression on with the defaults of
+/// `middleware::encoding::defaults`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCompression {
+    pub(super) min_size: Option<ByteSize>,
+    pub(super) encodings: Option<Vec<Coding>>,
+    pub(super) media_types: Option<Vec<String>>,
 }
 
 /// `[kv]`.
@@ -101,6 +130,8 @@ pub(super) struct RawServer {
     pub(super) max_worker_memory: Option<ByteSize>,
     pub(super) worker_lifetime: f64,
     pub(super) worker_lifetime_jitter: f64,
+    /// `None`: any host.
+    pub(super) allowed_hosts: Option<Vec<String>>,
 }
 
 // --- the defaults --------------------------------------------------------------------------
@@ -147,6 +178,7 @@ impl Default for RawServer {
             max_worker_memory: None,
             worker_lifetime: 0.0,
             worker_lifetime_jitter: 0.0,
+            allowed_hosts: None,
         }
     }
 }

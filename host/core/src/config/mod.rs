@@ -18,6 +18,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::ConfigError;
+use crate::middleware::cors::CorsPolicy;
+use crate::middleware::encoding::CompressionPolicy;
+use crate::middleware::hosts::AllowedHosts;
 
 /// Everything the host needs to know to load and serve one handler package.
 #[non_exhaustive]
@@ -34,6 +37,10 @@ pub struct Config {
     pub plugins: Vec<PluginConfig>,
     /// Where the key-value store lives; `None` keeps it in memory.
     pub kv_path: Option<PathBuf>,
+    /// `[cors]`; `None`: the host adds no CORS header and answers no preflight itself.
+    pub cors: Option<CorsPolicy>,
+    /// `[compression]`; `None`: responses go out as the handler made them.
+    pub compression: Option<CompressionPolicy>,
 }
 
 /// One handler package mounted at a path prefix, with what it is allowed to use.
@@ -158,6 +165,8 @@ pub struct ServerConfig {
     pub worker_lifetime: Option<Duration>,
     /// See `worker_lifetime`.
     pub worker_lifetime_jitter: Duration,
+    /// The host names requests may name (`None`: any); others get 400.
+    pub allowed_hosts: Option<AllowedHosts>,
 }
 
 impl Default for ServerConfig {
@@ -407,5 +416,108 @@ mod tests {
         assert!(err.to_string().contains("key `app`"), "{err}");
         let err = parse("[app]\nrouter = \"r\"\n").unwrap_err();
         assert!(err.to_string().contains("key `app.module`"), "{err}");
+    }
+
+    fn app(table: &str) -> String {
+        format!("{table}\n[app]\nmodule = \"m\"\n")
+    }
+
+    #[test]
+    fn middleware_is_off_unless_configured() {
+        let config = parse(&app("")).unwrap();
+        assert!(config.cors.is_none());
+        assert!(config.compression.is_none());
+        assert!(config.server.allowed_hosts.is_none());
+    }
+
+    #[test]
+    fn an_empty_compression_table_turns_it_on() {
+        let config = parse(&app("[compression]")).unwrap();
+        assert!(config.compression.is_some());
+        let config = parse(&app(
+            "[compression]\nmin_size = \"2 KiB\"\nencodings = [\"gzip\", \"br\"]\nmedia_types = [\"text/\"]",
+        ))
+        .unwrap();
+        assert!(config.compression.is_some());
+    }
+
+    #[test]
+    fn compression_keys_are_checked() {
+        for (table, key) in [
+            ("[compression]\nlevel = 3", "compression.level"),
+            (
+                "[compression]\nencodings = [\"deflate\"]",
+                "compression.encodings[0]",
+            ),
+            ("[compression]\nencodings = []", "compression.encodings"),
+            ("[compression]\nmin_size = true", "compression.min_size"),
+            (
+                "[compression]\nmedia_types = [\"text\"]",
+                "compression.media_types[0]",
+            ),
+        ] {
+            let err = parse(&app(table)).unwrap_err().to_string();
+            assert!(err.contains(&format!("key `{key}`")), "{table}: {err}");
+            assert!(err.contains("pyhost-test.toml"), "{err}");
+        }
+    }
+
+    #[test]
+    fn cors_keys_are_checked() {
+        for (table, key) in [
+            ("[cors]", "cors.allow_origins"),
+            (
+                "[cors]\nallow_origins = [\"*\"]\norigins = []",
+                "cors.origins",
+            ),
+            ("[cors]\nallow_origins = \"*\"", "cors.allow_origins"),
+            (
+                "[cors]\nallow_origins = [\"https://a.test/\"]",
+                "cors.allow_origins[0]",
+            ),
+            (
+                "[cors]\nallow_origins = [\"*\"]\nallow_credentials = true",
+                "cors.allow_credentials",
+            ),
+            (
+                "[cors]\nallow_origins = [\"*\"]\nmax_age = -1",
+                "cors.max_age",
+            ),
+        ] {
+            let err = parse(&app(table)).unwrap_err().to_string();
+            assert!(err.contains(&format!("key `{key}`")), "{table}: {err}");
+        }
+        let err = parse(&app(
+            "[cors]\nallow_origins = [\"*\"]\nallow_credentials = true",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("wildcard origin"), "{err}");
+        let config = parse(&app(
+            "[cors]\nallow_origins = [\"https://*.a.test\"]\nallow_credentials = true",
+        ))
+        .unwrap();
+        assert!(config.cors.is_some());
+    }
+
+    #[test]
+    fn allowed_hosts_are_checked() {
+        let config = parse(&app("[server]\nallowed_hosts = [\"a.test\", \"*.b.test\"]")).unwrap();
+        let hosts = config.server.allowed_hosts.expect("a list");
+        assert!(hosts.allows("x.b.test:8000"));
+        for (table, key) in [
+            ("[server]\nallowed_hosts = []", "server.allowed_hosts"),
+            (
+                "[server]\nallowed_hosts = [\"a.test\", \"a.test:80\"]",
+                "server.allowed_hosts[1]",
+            ),
+            (
+                "[server]\nallowed_hosts = \"a.test\"",
+                "server.allowed_hosts",
+            ),
+        ] {
+            let err = parse(&app(table)).unwrap_err().to_string();
+            assert!(err.contains(&format!("key `{key}`")), "{table}: {err}");
+        }
     }
 }
