@@ -9,6 +9,9 @@ use std::sync::Mutex;
 #[error("key-value store: {0}")]
 pub(super) struct KvError(String);
 
+/// How long a write waits for another connection's (another worker's) to finish.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// In-memory entries by (plugin index, key).
 type MemoryMap = HashMap<(u32, Vec<u8>), Vec<u8>>;
 
@@ -27,16 +30,36 @@ impl KvStore {
     }
 
     /// Opens (or creates) a SQLite-backed store at `path`.
+    ///
+    /// Workers of one server open the file at the same moment. Switching a new file to WAL
+    /// takes a lock SQLite does not wait for (its busy handler is skipped there to avoid a
+    /// deadlock), so a set-up that finds the file busy is tried again, for as long as the busy
+    /// timeout a write would wait.
     pub(super) fn open(path: &Path) -> Result<Self, KvError> {
-        let connection = rusqlite::Connection::open(path).map_err(|e| KvError(e.to_string()))?;
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        loop {
+            match Self::try_open(path) {
+                Err(rusqlite::Error::SqliteFailure(error, _))
+                    if matches!(
+                        error.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(error) => return Err(KvError(error.to_string())),
+                Ok(connection) => return Ok(KvStore::Sqlite(Mutex::new(connection))),
+            }
+        }
+    }
+
+    fn try_open(path: &Path) -> Result<rusqlite::Connection, rusqlite::Error> {
+        let connection = rusqlite::Connection::open(path)?;
         // Workers of one server share the file, one connection each; a write waits for
         // another's instead of failing with SQLITE_BUSY.
-        connection
-            .busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(|e| KvError(e.to_string()))?;
-        connection
-            .execute_batch(
-                "PRAGMA journal_mode = WAL;
+        connection.busy_timeout(BUSY_TIMEOUT)?;
+        connection.execute_batch(
+            "PRAGMA journal_mode = WAL;
                  PRAGMA synchronous = NORMAL;
                  CREATE TABLE IF NOT EXISTS kv (
                      plugin TEXT NOT NULL,
@@ -44,9 +67,8 @@ impl KvStore {
                      value BLOB NOT NULL,
                      PRIMARY KEY (plugin, key)
                  ) WITHOUT ROWID;",
-            )
-            .map_err(|e| KvError(e.to_string()))?;
-        Ok(KvStore::Sqlite(Mutex::new(connection)))
+        )?;
+        Ok(connection)
     }
 
     /// Reads `key` of plugin `plugin` (`namespace` is the plugin's name, used on disk so that
@@ -139,6 +161,32 @@ mod tests {
     #[test]
     fn memory_store_namespaces_plugins() {
         exercise(&KvStore::memory());
+    }
+
+    #[test]
+    fn connections_opening_a_new_file_at_once_all_succeed() {
+        // As the workers of one server do at start: without retrying the set-up, one of
+        // them failed with "database is locked" about once a run.
+        for round in 0..20 {
+            let dir = std::env::temp_dir().join(format!("pyhost-kv-race-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join(format!("kv-{round}.sqlite"));
+            let _ = std::fs::remove_file(&path);
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+            let openers: Vec<_> = (0..4)
+                .map(|_| {
+                    let (path, barrier) = (path.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        KvStore::open(&path).map(|_| ())
+                    })
+                })
+                .collect();
+            for opener in openers {
+                opener.join().unwrap().unwrap();
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 
     #[test]
