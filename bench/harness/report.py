@@ -19,6 +19,20 @@ class Measurement:
     cpu_us_per_req: float
     rss_mib: float
     errors: float
+    # Share of the machine's CPU time that went to processes other than the server, wrk and
+    # the driver during the measured run (not a column: a warning when high).
+    others: float = 0.0
+
+
+@dataclass(frozen=True)
+class SupervisorSample:
+    """pyhost's supervisor in one cell (its own process only, not its workers)."""
+
+    idle_cpu_us_per_s: float  # CPU over an idle window after start-up, per second
+    load_cpu_us_per_s: float  # CPU over the measured run, per second
+    load_cpu_share: float  # of the whole server tree's CPU over the measured run
+    rss_before_mib: float  # VmRSS before the load (warm-up included)
+    rss_after_mib: float  # VmRSS after the measured run
 
 
 # (attribute, column header, formatter) of the main table, in column order.
@@ -34,21 +48,22 @@ COLUMNS: tuple[tuple[str, str, Callable[[float], str]], ...] = (
 
 @dataclass
 class Results:
-    """Everything measured in a run, keyed by (scenario, server)."""
+    """Everything measured in a run, keyed by (scenario, server, worker count)."""
 
-    cells: dict[tuple[str, str], list[Measurement]] = field(default_factory=dict)
+    cells: dict[tuple[str, str, int], list[Measurement]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     pyhost_stats: dict[str, list[dict[str, float]]] = field(default_factory=dict)
-    startup_s: dict[str, list[float]] = field(default_factory=dict)
+    startup_s: dict[tuple[str, int], list[float]] = field(default_factory=dict)
+    supervisor: dict[tuple[str, str, int], list[SupervisorSample]] = field(default_factory=dict)
 
-    def add(self, scenario: str, server: str, measurement: Measurement) -> None:
+    def add(self, scenario: str, server: str, measurement: Measurement, workers: int = 1) -> None:
         """Record one cell's figures."""
-        self.cells.setdefault((scenario, server), []).append(measurement)
+        self.cells.setdefault((scenario, server, workers), []).append(measurement)
 
-    def median(self, scenario: str, server: str) -> Measurement | None:
+    def median(self, scenario: str, server: str, workers: int = 1) -> Measurement | None:
         """Field-wise median over the rounds of one cell, or None if it never succeeded."""
-        runs = self.cells.get((scenario, server))
+        runs = self.cells.get((scenario, server, workers))
         if not runs:
             return None
         values = {
@@ -80,43 +95,158 @@ def _header(names: list[str], right_from: int) -> list[str]:
     return [_row(names), _row(align)]
 
 
-def main_table(results: Results, scenarios: list[Scenario], servers: list[str]) -> list[str]:
-    """One row per (scenario, server), medians over rounds; peer cells carry pyhost/peer."""
-    lines = _header(["scenario", "server", *(c[1] for c in COLUMNS)], right_from=2)
+def server_label(server: str, workers: int, counts: list[int]) -> str:
+    """How a server is named in tables: as itself when every server runs one worker."""
+    return server if counts == [1] else f"{server} x{workers}"
+
+
+def main_table(
+    results: Results,
+    scenarios: list[Scenario],
+    servers: list[str],
+    counts: list[int],
+    ran: set[tuple[str, int]] | None = None,
+) -> list[str]:
+    """One row per (scenario, worker count, server), medians over rounds.
+
+    Peer cells carry pyhost/peer, pyhost with as many workers. A ``workers`` column appears
+    when some server runs more than one. ``ran``: the (server, workers) measured, if not all.
+    """
+    multi = counts != [1]
+    head = ["scenario", "server", *(["workers"] if multi else []), *(c[1] for c in COLUMNS)]
+    lines = _header(head, right_from=2)
     for scenario in scenarios:
-        reference = results.median(scenario.name, PYHOST)
-        for server in servers:
-            median = results.median(scenario.name, server)
-            if median is None:
-                lines.append(_row([scenario.name, server, *(["FAILED"] * len(COLUMNS))]))
-                continue
-            cells = []
-            for attr, _, fmt in COLUMNS:
-                text = fmt(getattr(median, attr))
-                if server != PYHOST and reference is not None:
-                    ratio = _ratio(getattr(reference, attr), getattr(median, attr))
-                    text += f" ({ratio})" if ratio else ""
-                cells.append(text)
-            lines.append(_row([scenario.name, server, *cells]))
+        for workers in counts:
+            reference = results.median(scenario.name, PYHOST, workers)
+            for server in servers:
+                if ran is not None and (server, workers) not in ran:
+                    continue
+                first = [scenario.name, server, *([str(workers)] if multi else [])]
+                median = results.median(scenario.name, server, workers)
+                if median is None:
+                    lines.append(_row([*first, *(["FAILED"] * len(COLUMNS))]))
+                    continue
+                cells = []
+                for attr, _, fmt in COLUMNS:
+                    text = fmt(getattr(median, attr))
+                    if server != PYHOST and reference is not None:
+                        ratio = _ratio(getattr(reference, attr), getattr(median, attr))
+                        text += f" ({ratio})" if ratio else ""
+                    cells.append(text)
+                lines.append(_row([*first, *cells]))
     return lines
 
 
-def startup_table(results: Results, servers: list[str]) -> list[str]:
+def scaling_table(
+    results: Results, scenarios: list[Scenario], servers: list[str], workers: int
+) -> list[str]:
+    """Each server with ``workers`` workers against itself with one, from the same run."""
+    lines = _header(
+        [
+            "scenario",
+            "server",
+            "req/s x1",
+            f"req/s x{workers}",
+            f"req/s x{workers}/x1",
+            f"efficiency (x{workers}/x1 / {workers})",
+            f"CPU µs/req x{workers}/x1",
+            f"p99 x{workers}/x1",
+        ],
+        right_from=2,
+    )
+    for scenario in scenarios:
+        for server in servers:
+            one = results.median(scenario.name, server, 1)
+            many = results.median(scenario.name, server, workers)
+            if one is None or many is None:
+                lines.append(_row([scenario.name, server, *(["FAILED"] * 6)]))
+                continue
+            speedup = many.rps / one.rps if one.rps else 0.0
+            lines.append(
+                _row(
+                    [
+                        scenario.name,
+                        server,
+                        f"{one.rps:,.0f}",
+                        f"{many.rps:,.0f}",
+                        f"{speedup:.2f}x",
+                        f"{speedup / workers:.2f}",
+                        _ratio(many.cpu_us_per_req, one.cpu_us_per_req),
+                        _ratio(many.p99_ms, one.p99_ms),
+                    ]
+                )
+            )
+    return lines
+
+
+def supervisor_table(results: Results, scenarios: list[Scenario]) -> list[str]:
+    """Medians of pyhost's supervisor's own CPU and memory, per cell kind."""
+    if not results.supervisor:
+        return ["No pyhost server ran with more than one worker."]
+    lines = _header(
+        [
+            "scenario",
+            "server",
+            "workers",
+            "runs",
+            "idle CPU µs/s",
+            "CPU under load µs/s",
+            "share of the tree's CPU",
+            "VmRSS before load MiB",
+            "VmRSS after load MiB",
+        ],
+        right_from=2,
+    )
+    order = {scenario.name: index for index, scenario in enumerate(scenarios)}
+    for key in sorted(results.supervisor, key=lambda k: (order.get(k[0], -1), k[1], k[2])):
+        samples = results.supervisor[key]
+
+        def med(attr: str, samples: list[SupervisorSample] = samples) -> float:
+            return float(statistics.median(getattr(sample, attr) for sample in samples))
+
+        lines.append(
+            _row(
+                [
+                    key[0],
+                    key[1],
+                    str(key[2]),
+                    str(len(samples)),
+                    f"{med('idle_cpu_us_per_s'):,.0f}",
+                    f"{med('load_cpu_us_per_s'):,.0f}",
+                    f"{med('load_cpu_share'):.2%}",
+                    f"{med('rss_before_mib'):.1f}",
+                    f"{med('rss_after_mib'):.1f}",
+                ]
+            )
+        )
+    return lines
+
+
+def startup_table(
+    results: Results,
+    servers: list[str],
+    counts: list[int],
+    ran: set[tuple[str, int]] | None = None,
+) -> list[str]:
     """Median time from exec to the first 200 on /hello, per server, with pyhost/peer."""
     lines = _header(["server", "runs", "start-up ms (median)", "pyhost/peer"], right_from=1)
-    reference = results.startup_s.get(PYHOST)
-    for server in servers:
-        samples = results.startup_s.get(server)
-        if not samples:
-            lines.append(_row([server, "0", "FAILED", ""]))
-            continue
-        median = statistics.median(samples)
-        ratio = (
-            ""
-            if server == PYHOST or not reference
-            else _ratio(statistics.median(reference), median)
-        )
-        lines.append(_row([server, str(len(samples)), f"{median * 1000:.1f}", ratio]))
+    for workers in counts:
+        reference = results.startup_s.get((PYHOST, workers))
+        for server in servers:
+            if ran is not None and (server, workers) not in ran:
+                continue
+            label = server_label(server, workers, counts)
+            samples = results.startup_s.get((server, workers))
+            if not samples:
+                lines.append(_row([label, "0", "FAILED", ""]))
+                continue
+            median = statistics.median(samples)
+            ratio = (
+                ""
+                if server == PYHOST or not reference
+                else _ratio(statistics.median(reference), median)
+            )
+            lines.append(_row([label, str(len(samples)), f"{median * 1000:.1f}", ratio]))
     return lines
 
 

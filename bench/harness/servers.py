@@ -27,8 +27,8 @@ class Layout:
         return self.venv / "bin"
 
 
-def _granian(layout: Layout, interface: str, target: str, port: int) -> list[str]:
-    """Granian: one worker, one runtime thread, uvloop, HTTP/1 only, no access log."""
+def _granian(layout: Layout, interface: str, target: str, port: int, workers: int) -> list[str]:
+    """Granian: ``workers`` workers of one runtime thread, uvloop, HTTP/1 only, no access log."""
     return [
         str(layout.venv_bin / "granian"),
         "--interface",
@@ -38,7 +38,7 @@ def _granian(layout: Layout, interface: str, target: str, port: int) -> list[str
         "--port",
         str(port),
         "--workers",
-        "1",
+        str(workers),
         "--runtime-threads",
         "1",
         "--loop",
@@ -53,26 +53,33 @@ def _granian(layout: Layout, interface: str, target: str, port: int) -> list[str
     ]
 
 
-def _pyhost(layout: Layout, config_name: str, port: int) -> list[str]:
-    """pyhost serving ``apps/pyhost_app/<config_name>``."""
+def _pyhost(layout: Layout, config_name: str, port: int, workers: int) -> list[str]:
+    """pyhost serving ``apps/pyhost_app/<config_name>``; a supervisor of ``workers`` if > 1."""
     config = layout.apps / "pyhost_app" / config_name
     listen = f"127.0.0.1:{port}"
-    return [str(layout.pyhost_bin), "serve", "--config", str(config), "--listen", listen]
+    command = [str(layout.pyhost_bin), "serve", "--config", str(config), "--listen", listen]
+    return command if workers == 1 else [*command, "--workers", str(workers)]
 
 
-def server_command(name: str, layout: Layout, port: int) -> list[str]:
-    """The command line that serves the benchmark app with server ``name`` on ``port``."""
+def server_command(name: str, layout: Layout, port: int, workers: int = 1) -> list[str]:
+    """The command line that serves the benchmark app with server ``name`` on ``port``.
+
+    With ``workers`` above 1, each server runs that many worker processes: pyhost under its
+    supervisor (``--workers``), Granian and uvicorn with their own ``--workers``.
+    """
     if name == "pyhost":
-        return _pyhost(layout, "pyhost.toml", port)
+        return _pyhost(layout, "pyhost.toml", port, workers)
     if name == "pyhost-no-batch":
-        return _pyhost(layout, "pyhost-no-batch.toml", port)
+        return _pyhost(layout, "pyhost-no-batch.toml", port, workers)
     if name == "granian-rsgi":
-        return _granian(layout, "rsgi", "rsgi_app:app", port)
+        return _granian(layout, "rsgi", "rsgi_app:app", port, workers)
     if name == "granian-rsgi-batch":
-        # The same scheduling policy pyhost uses by default, applied from outside.
-        return ["chrt", "--batch", "0", *_granian(layout, "rsgi", "rsgi_app:app", port)]
+        # The same scheduling policy pyhost uses by default, applied from outside (every
+        # worker process inherits it).
+        granian = _granian(layout, "rsgi", "rsgi_app:app", port, workers)
+        return ["chrt", "--batch", "0", *granian]
     if name == "granian-asgi":
-        return _granian(layout, "asgi", "asgi_app:app", port)
+        return _granian(layout, "asgi", "asgi_app:app", port, workers)
     if name == "uvicorn":
         return [
             str(layout.venv_bin / "uvicorn"),
@@ -82,7 +89,7 @@ def server_command(name: str, layout: Layout, port: int) -> list[str]:
             "--port",
             str(port),
             "--workers",
-            "1",
+            str(workers),
             "--loop",
             "uvloop",
             "--http",
@@ -228,6 +235,48 @@ def tree_cpu_seconds(pid: int) -> float:
     return ticks / CLOCK_TICKS
 
 
+def own_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds of process ``pid`` alone (its threads, not its children); None if gone.
+
+    The scheduler's ``se.sum_exec_runtime`` of each thread (``/proc/<pid>/task/*/sched``, in
+    ms with ns precision) when the kernel shows it: an idle supervisor uses well under one
+    clock tick (10 ms) a second, which ``/proc/<pid>/stat`` could not tell from nothing.
+    Otherwise utime + stime from ``stat``, in ticks.
+    """
+    total, found = 0.0, False
+    with contextlib.suppress(OSError):
+        for task in (PROC / str(pid) / "task").iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                for line in (task / "sched").read_text().splitlines():
+                    if line.startswith("se.sum_exec_runtime"):
+                        total += float(line.split(":", 1)[1]) / 1000
+                        found = True
+                        break
+    if found:
+        return total
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    return sum(int(value) for value in fields[11:13]) / CLOCK_TICKS
+
+
+def resident_kib(pid: int) -> int | None:
+    """``VmRSS`` of process ``pid`` in KiB, or None if it is gone."""
+    try:
+        status = (PROC / str(pid) / "status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return None
+
+
+def child_pids(pid: int) -> list[int]:
+    """The live children of ``pid`` (a supervisor's workers)."""
+    return sorted(_children_map().get(pid, []))
+
+
 def steal_seconds() -> float:
     """CPU seconds, all CPUs together, in which the hypervisor ran something else instead.
 
@@ -236,6 +285,19 @@ def steal_seconds() -> float:
     with open(PROC / "stat") as stat:
         fields = stat.readline().split()
     return int(fields[8]) / CLOCK_TICKS if len(fields) > 8 else 0.0
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds, all CPUs together, that processes ran (``/proc/stat``'s ``cpu`` line: user,
+    nice and system).
+
+    Interrupts and softirqs are left out: the loopback traffic's softirq work is charged there
+    and not to the processes that caused it, so counting it would make the benchmark's own
+    traffic look like someone else's load.
+    """
+    with open(PROC / "stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:4]]
+    return sum(fields) / CLOCK_TICKS
 
 
 def worker_peak_rss_kib(pid: int) -> int:
@@ -260,21 +322,45 @@ def worker_peak_rss_kib(pid: int) -> int:
     return peak
 
 
+def _stats_fields(text: str) -> dict[str, float]:
+    """The ``key=value`` figures of a stats line (after its marker); non-numbers skipped."""
+    stats: dict[str, float] = {}
+    for token in text.split():
+        key, sep, value = token.partition("=")
+        if not sep:
+            continue
+        try:
+            stats[key] = float(value.rstrip(","))
+        except ValueError:
+            continue
+    return stats
+
+
 def parse_pyhost_stats(stderr: str) -> dict[str, float] | None:
     """The figures of a ``pyhost stats: key=value ...`` line on stderr, or None if absent."""
     marker = "pyhost stats:"
     for line in reversed(stderr.splitlines()):
         index = line.find(marker)
-        if index < 0:
-            continue
-        stats: dict[str, float] = {}
-        for token in line[index + len(marker) :].split():
-            key, sep, value = token.partition("=")
-            if not sep:
-                continue
-            try:
-                stats[key] = float(value.rstrip(","))
-            except ValueError:
-                continue
-        return stats
+        if index >= 0:
+            return _stats_fields(line[index + len(marker) :])
+    return None
+
+
+def parse_worker_stats(stderr: str) -> list[dict[str, float]]:
+    """Every ``pyhost stats: worker=N ...`` line of a supervised pyhost, one per worker run."""
+    marker = "pyhost stats: worker="
+    return [
+        _stats_fields(line[line.find(marker) + len("pyhost stats: ") :])
+        for line in stderr.splitlines()
+        if marker in line
+    ]
+
+
+def parse_supervisor_stats(stderr: str) -> dict[str, float] | None:
+    """The figures of the ``pyhost supervisor stats: ...`` line, or None if absent."""
+    marker = "pyhost supervisor stats:"
+    for line in reversed(stderr.splitlines()):
+        index = line.find(marker)
+        if index >= 0:
+            return _stats_fields(line[index + len(marker) :])
     return None
