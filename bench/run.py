@@ -1,4 +1,4 @@
-"""Benchmark pyhost against Granian (RSGI and ASGI) and uvicorn on the same five scenarios.
+"""Benchmark pyhost against Granian (RSGI and ASGI), uvicorn and Starlette on Granian.
 
 Usage (from the repository root, with the system ``python3``; the driver needs only the stdlib)::
 
@@ -7,11 +7,13 @@ Usage (from the repository root, with the system ``python3``; the driver needs o
 
 It builds pyhost in release mode (unless ``--bin`` names a binary), installs the peers into
 ``bench/.venv`` and wrk with apt-get when missing, then runs every scenario on every server in
-interleaved rounds, each server alone on one core and wrk on another. The medians go to stdout
-and to ``bench/results/latest.md``. ``--smoke`` only checks that every server answers every
-scenario correctly (exit 1 otherwise) with a short wrk run each, and that pyhost serves with
-two workers; see ``bench/README.md``. ``--workers N`` runs every server with N worker
-processes; ``--workers 1,2`` runs both counts and reports each server's scaling.
+interleaved rounds (the scenarios its app implements: all but ``mw`` for the raw peers,
+``hello`` and ``mw`` for Starlette), each server alone on one core and wrk on another. The
+medians go to stdout and to ``bench/results/latest.md``. ``--smoke`` only checks that every
+server answers each of those scenarios correctly (exit 1 otherwise) with a short wrk run each,
+and that pyhost serves with two workers; see ``bench/README.md``. ``--workers N`` runs every
+server with N worker processes; ``--workers 1,2`` runs both counts and reports each server's
+scaling.
 """
 
 import argparse
@@ -32,7 +34,7 @@ from pathlib import Path
 from harness import load, prepare, report, servers
 from harness.pinning import Pinning
 from harness.report import Measurement, Results, SupervisorSample
-from harness.scenarios import Scenario, select_scenarios, write_wrk_scripts
+from harness.scenarios import SCENARIO_NAMES, Scenario, select_scenarios, write_wrk_scripts
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -156,7 +158,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"{STEAL_WARNING * 100:.0f}%%",
     )
     parser.add_argument("--servers", type=_csv, help=f"subset of {','.join(servers.SERVERS)}")
-    parser.add_argument("--scenarios", type=_csv, help="subset of hello,users,echo,sleep0,sleep50")
+    parser.add_argument("--scenarios", type=_csv, help=f"subset of {','.join(SCENARIO_NAMES)}")
     parser.add_argument(
         "--workers",
         type=_worker_counts,
@@ -473,6 +475,11 @@ def measure_cell(
         )
 
 
+def implements(name: str, scenario: Scenario) -> bool:
+    """Whether server ``name``'s app implements ``scenario`` (the others are skipped)."""
+    return servers.implements(name, scenario.name)
+
+
 def variants_of(names: list[str], counts: list[int]) -> list[tuple[str, int]]:
     """Every (server, worker count) to measure."""
     return [(name, workers) for workers in counts for name in names]
@@ -482,10 +489,11 @@ def run_full(ctx: Context, scenarios: list[Scenario], names: list[str], results:
     """Start-up samples, then every scenario on every server, round after round."""
     settings = ctx.settings
     variants = variants_of(names, settings.counts)
-    cells = settings.rounds * len(scenarios) * len(variants)
-    supervised = sum(1 for name, workers in variants if workers > 1 and name in PYHOST_SERVERS)
+    pairs = [(sc, name, w) for sc in scenarios for name, w in variants if implements(name, sc)]
+    cells = settings.rounds * len(pairs)
+    supervised = sum(1 for _, name, w in pairs if w > 1 and name in PYHOST_SERVERS)
     estimate: float = cells * (settings.warmup + settings.duration + CELL_OVERHEAD)
-    estimate += settings.rounds * len(scenarios) * supervised * SUPERVISOR_IDLE
+    estimate += settings.rounds * supervised * SUPERVISOR_IDLE
     log(f"{cells} cells, about {estimate / 60:.0f} min; logs in {os.path.relpath(ctx.logs)}")
     if settings.startup_runs > 0:
         measure_startup(ctx, variants, results)
@@ -494,7 +502,8 @@ def run_full(ctx: Context, scenarios: list[Scenario], names: list[str], results:
         order = variants[shift:] + variants[:shift]  # who goes first changes each round
         for scenario in scenarios:
             for name, workers in order:
-                measure_cell(ctx, name, workers, scenario, round_no, results)
+                if implements(name, scenario):
+                    measure_cell(ctx, name, workers, scenario, round_no, results)
 
 
 def smoke_server(
@@ -504,7 +513,8 @@ def smoke_server(
     results: Results,
     workers: int = 1,
 ) -> None:
-    """Smoke one server: start once, check every scenario's answer, a short wrk run each.
+    """Smoke one server: start once, check the answer of every scenario its app implements,
+    and a short wrk run each.
 
     A supervised pyhost must also show one process per worker while it serves, and print its
     supervisor's and every worker's figures at exit.
@@ -516,6 +526,8 @@ def smoke_server(
         if running.supervised:
             results.failures.extend(supervisor_problems(running))
         for scenario in scenarios:
+            if not implements(name, scenario):
+                continue
             problem = load.check_scenario(running.port, scenario)
             if problem is not None:
                 results.failures.append(f"{running.label}: {problem}")
@@ -647,7 +659,9 @@ def render(
         "Peer cells show pyhost/peer in brackets"
         + (" (pyhost with as many workers)" if counts != [1] else "")
         + ": above 1x pyhost is ahead for req/s, "
-        "below 1x it is ahead for latency, CPU µs/req, RSS and errors.",
+        "below 1x it is ahead for latency, CPU µs/req, RSS and errors."
+        + _skipped_note(scenarios, names),
+        *_middleware_section(results, names, counts, ran),
         *_scaling_section(results, scenarios, names, counts, ran, ctx),
         *_supervisor_section(results, scenarios, ran),
         "",
@@ -665,6 +679,38 @@ def render(
             lines += ["", f"## {heading}", ""]
             lines += ["- " + item.replace("\n", "\n      ") for item in items]
     return "\n".join(lines) + "\n"
+
+
+def _skipped_note(scenarios: list[Scenario], names: list[str]) -> str:
+    """Which servers have no row for which scenarios (their apps do not implement them)."""
+    skipped = [
+        f"{name} ({', '.join(sc.name for sc in scenarios if not implements(name, sc))})"
+        for name in names
+        if not all(implements(name, sc) for sc in scenarios)
+    ]
+    if not skipped:
+        return ""
+    return " No row for a scenario the server's app does not implement: " + "; ".join(skipped) + "."
+
+
+def _middleware_section(
+    results: Results, names: list[str], counts: list[int], ran: set[tuple[str, int]]
+) -> list[str]:
+    """Each server's /mw/hello (one middleware) against its /hello, when the run had both."""
+    table = report.middleware_table(results, names, counts, ran)
+    if not table:
+        return []
+    return [
+        "",
+        "## One middleware: /mw/hello against /hello (same server, same run, medians)",
+        "",
+        "`req/s mw/hello` below 1x and `p99 mw/hello` above 1x: what the middleware costs; "
+        "`middleware CPU µs/req`: the difference in CPU per request. pyhost's `/hello` runs "
+        "no middleware (its `/mw` router's middleware covers only that router's routes), and "
+        "Starlette's `/hello` is outside the `Mount('/mw')` that carries its middleware.",
+        "",
+        *table,
+    ]
 
 
 def _workers_lines(settings: Settings, variants: list[tuple[str, int]]) -> list[str]:

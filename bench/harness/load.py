@@ -52,9 +52,9 @@ def check_scenario(port: int, scenario: Scenario) -> str | None:
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            status, raw = response.status, response.read()
+            status, raw, got = response.status, response.read(), response.headers
     except urllib.error.HTTPError as error:
-        status, raw = error.code, error.read()
+        status, raw, got = error.code, error.read(), error.headers
     except OSError as error:
         return f"{scenario.method} {scenario.path}: no answer ({error})"
     if status != 200:
@@ -65,6 +65,12 @@ def check_scenario(port: int, scenario: Scenario) -> str | None:
         return f"{scenario.method} {scenario.path}: body is not JSON: {raw[:200]!r}"
     if body != scenario.expected:
         return f"{scenario.method} {scenario.path}: body {body!r}, expected {scenario.expected!r}"
+    for name, value in scenario.headers:
+        if got.get_all(name) != [value]:
+            return (
+                f"{scenario.method} {scenario.path}: header {name} is {got.get_all(name)!r}, "
+                f"expected [{value!r}]"
+            )
     return None
 
 

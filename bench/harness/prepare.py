@@ -10,11 +10,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-PEERS = ("granian", "uvicorn", "uvloop", "httptools", "orjson")
+PEERS = ("granian", "uvicorn", "uvloop", "httptools", "orjson", "starlette")
 # Installed, and imported by the check that decides whether to install them: the peers (each
 # imports under its distribution's name) and cffi, the SDK's one dependency, since the SDK
 # itself is installed with --no-deps.
 PACKAGES = (*PEERS, "cffi")
+# Peers installed at a fixed version (reinstalled when the virtualenv holds another): a
+# framework's per-request cost changes from release to release more than a server's does.
+PINNED = {"starlette": "1.10.0"}
 WANTED_NOFILE = 65536
 
 
@@ -58,9 +61,18 @@ def pyhost_binary(repo: Path, given: str | None, release: bool) -> Path:
     return _target_dir(repo) / ("release" if release else "debug") / "pyhost"
 
 
+def _requirements() -> list[str]:
+    """What ``pip install`` is given: every package, the pinned ones with their version."""
+    return [f"{name}=={PINNED[name]}" if name in PINNED else name for name in PACKAGES]
+
+
 def _peers_ready(python: Path) -> bool:
-    """Whether the virtualenv imports every peer, and cffi."""
-    probe = f"import {', '.join(PACKAGES)}"
+    """Whether the virtualenv imports every peer, and cffi, the pinned ones at their version."""
+    probe = (
+        f"import importlib.metadata, {', '.join(PACKAGES)}; "
+        f"pins = {PINNED!r}; "
+        "assert all(importlib.metadata.version(n) == v for n, v in pins.items())"
+    )
     result = subprocess.run([str(python), "-c", probe], capture_output=True, check=False)
     return result.returncode == 0
 
@@ -107,7 +119,7 @@ def ensure_venv(venv: Path, pyruntime: Path) -> None:
         _run([sys.executable, "-m", "venv", str(venv)])
     if not _peers_ready(python):
         _run([str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
-        _run([str(python), "-m", "pip", "install", "--quiet", *PACKAGES])
+        _run([str(python), "-m", "pip", "install", "--quiet", *_requirements()])
     if not _sdk_current(python, pyruntime):
         with tempfile.TemporaryDirectory(prefix="pyhost-sdk-") as scratch:
             copy = Path(scratch) / "pyruntime"

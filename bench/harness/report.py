@@ -5,6 +5,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 
 from .scenarios import Scenario
+from .servers import implements
 
 PYHOST = "pyhost"
 
@@ -111,6 +112,7 @@ def main_table(
 
     Peer cells carry pyhost/peer, pyhost with as many workers. A ``workers`` column appears
     when some server runs more than one. ``ran``: the (server, workers) measured, if not all.
+    A server has no row for a scenario its app does not implement.
     """
     multi = counts != [1]
     head = ["scenario", "server", *(["workers"] if multi else []), *(c[1] for c in COLUMNS)]
@@ -120,6 +122,8 @@ def main_table(
             reference = results.median(scenario.name, PYHOST, workers)
             for server in servers:
                 if ran is not None and (server, workers) not in ran:
+                    continue
+                if not implements(server, scenario.name):
                     continue
                 first = [scenario.name, server, *([str(workers)] if multi else [])]
                 median = results.median(scenario.name, server, workers)
@@ -156,6 +160,8 @@ def scaling_table(
     )
     for scenario in scenarios:
         for server in servers:
+            if not implements(server, scenario.name):
+                continue
             one = results.median(scenario.name, server, 1)
             many = results.median(scenario.name, server, workers)
             if one is None or many is None:
@@ -177,6 +183,64 @@ def scaling_table(
                 )
             )
     return lines
+
+
+def middleware_table(
+    results: Results,
+    servers: list[str],
+    counts: list[int],
+    ran: set[tuple[str, int]] | None = None,
+    *,
+    bare: str = "hello",
+    wrapped: str = "mw",
+) -> list[str]:
+    """Each server's ``wrapped`` scenario (behind one middleware) against its own ``bare`` one.
+
+    Empty when no server ran both.
+    """
+    multi = counts != [1]
+    head = [
+        "server",
+        *(["workers"] if multi else []),
+        f"req/s {bare}",
+        f"req/s {wrapped}",
+        f"req/s {wrapped}/{bare}",
+        f"CPU µs/req {bare}",
+        f"CPU µs/req {wrapped}",
+        "middleware CPU µs/req",
+        f"p99 ms {bare}",
+        f"p99 ms {wrapped}",
+        f"p99 {wrapped}/{bare}",
+    ]
+    rows: list[str] = []
+    for workers in counts:
+        for server in servers:
+            if ran is not None and (server, workers) not in ran:
+                continue
+            if not (implements(server, bare) and implements(server, wrapped)):
+                continue
+            plain = results.median(bare, server, workers)
+            through = results.median(wrapped, server, workers)
+            if plain is None or through is None:
+                continue
+            rows.append(
+                _row(
+                    [
+                        server,
+                        *([str(workers)] if multi else []),
+                        f"{plain.rps:,.0f}",
+                        f"{through.rps:,.0f}",
+                        _ratio(through.rps, plain.rps),
+                        f"{plain.cpu_us_per_req:.1f}",
+                        f"{through.cpu_us_per_req:.1f}",
+                        f"{through.cpu_us_per_req - plain.cpu_us_per_req:+.1f}",
+                        f"{plain.p99_ms:.2f}",
+                        f"{through.p99_ms:.2f}",
+                        _ratio(through.p99_ms, plain.p99_ms),
+                    ]
+                )
+            )
+    return [*_header(head, right_from=2 if multi else 1), *rows] if rows else []
 
 
 def supervisor_table(results: Results, scenarios: list[Scenario]) -> list[str]:

@@ -26,6 +26,8 @@ class Scenario:
     body: bytes | None = None
     connections: int | None = None  # None: the run's --connections
     smoke_connections: int = 4
+    # Response headers the answer must carry (names in lower case), checked with the body.
+    headers: tuple[tuple[str, str], ...] = ()
 
     def wrk_setup(self) -> str:
         """Lua lines that make wrk send this scenario's request (empty for a plain GET)."""
@@ -68,7 +70,17 @@ SCENARIOS: tuple[Scenario, ...] = (
         connections=1000,
         smoke_connections=32,
     ),
+    Scenario(
+        "mw",
+        "GET",
+        "/mw/hello",
+        HELLO,
+        "GET /mw/hello: as /hello, through one Python middleware that adds `x-mw: 1`",
+        headers=(("x-mw", "1"),),
+    ),
 )
+
+SCENARIO_NAMES: tuple[str, ...] = tuple(scenario.name for scenario in SCENARIOS)
 
 
 def select_scenarios(names: list[str] | None) -> list[Scenario]:

@@ -80,6 +80,10 @@ def server_command(name: str, layout: Layout, port: int, workers: int = 1) -> li
         return ["chrt", "--batch", "0", *granian]
     if name == "granian-asgi":
         return _granian(layout, "asgi", "asgi_app:app", port, workers)
+    if name == "starlette-granian":
+        return _granian(layout, "asgi", "starlette_app:app", port, workers)
+    if name == "starlette-granian-basehttp":
+        return _granian(layout, "asgi", "starlette_app:app_basehttp", port, workers)
     if name == "uvicorn":
         return [
             str(layout.venv_bin / "uvicorn"),
@@ -106,10 +110,33 @@ SERVERS: tuple[str, ...] = (
     "granian-rsgi",
     "granian-asgi",
     "uvicorn",
+    # A framework on a server: Starlette on Granian, its middleware written both ways.
+    "starlette-granian",
+    "starlette-granian-basehttp",
     # References, not peers: how much of the difference is the scheduling policy alone.
     "pyhost-no-batch",
     "granian-rsgi-batch",
 )
+
+# The scenarios of the peers' raw apps (``asgi_app.py``, ``rsgi_app.py``): every one but
+# ``mw``, since an app without a framework has no middleware to run.
+RAW_SCENARIOS = frozenset({"hello", "users", "echo", "sleep0", "sleep50"})
+# The scenarios each server's app implements; a server not listed here implements them all.
+# Starlette's app is there for the middleware comparison: ``mw``, and ``hello`` beside it.
+IMPLEMENTS: dict[str, frozenset[str]] = {
+    "granian-rsgi": RAW_SCENARIOS,
+    "granian-rsgi-batch": RAW_SCENARIOS,
+    "granian-asgi": RAW_SCENARIOS,
+    "uvicorn": RAW_SCENARIOS,
+    "starlette-granian": frozenset({"hello", "mw"}),
+    "starlette-granian-basehttp": frozenset({"hello", "mw"}),
+}
+
+
+def implements(server: str, scenario: str) -> bool:
+    """Whether server ``server``'s app implements scenario ``scenario`` (else it is skipped)."""
+    supported = IMPLEMENTS.get(server)
+    return supported is None or scenario in supported
 
 
 def select_servers(names: list[str] | None) -> list[str]:

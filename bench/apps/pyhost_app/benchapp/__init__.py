@@ -2,15 +2,19 @@
 
 Each endpoint does the same work as its twin in ``bench/apps/asgi_app.py`` and
 ``bench/apps/rsgi_app.py``; here the routing, path-parameter parsing and JSON encoding are the
-host's, as in any pyhost app.
+host's, as in any pyhost app. ``/mw/hello`` is ``/hello`` on a router of its own, included
+under ``/mw``, whose one middleware adds ``x-mw: 1``: its twin is in
+``bench/apps/starlette_app.py``. The routes of ``router`` itself run no middleware.
 """
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pyhost import Request, Router
+from pyhost import Request, Response, Router
 
 router = Router()
+mw_router = Router()
 
 
 @router.get("/hello")
@@ -44,3 +48,23 @@ async def sleep50(request: Request) -> dict[str, str]:
     """Wait 50 ms: many requests in flight at once, little CPU each."""
     await asyncio.sleep(0.05)
     return {"message": "hello"}
+
+
+@mw_router.middleware
+async def add_header(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    """The classic header middleware: ``x-mw: 1`` on the handler's response."""
+    response = await call_next(request)
+    response.headers["x-mw"] = "1"
+    return response
+
+
+@mw_router.get("/hello")
+async def mw_hello(request: Request) -> dict[str, str]:
+    """``/hello`` behind ``add_header``."""
+    return {"message": "hello"}
+
+
+# After the routes: include() copies the routes the router has at that point.
+router.include(mw_router, prefix="/mw")

@@ -1,0 +1,74 @@
+"""The Starlette app of the benchmark, served by Granian (``--interface asgi``).
+
+A framework app, written as Starlette's users write one, for the middleware scenario: ``/hello``
+as in every app, and ``/hello`` again under a ``Mount("/mw")`` that runs one middleware adding
+``x-mw: 1`` to the response, as ``pyhost_app`` includes a router with one ``@router.middleware``
+under ``/mw``. The other paths of the raw apps are not here (the harness skips those scenarios).
+
+Two apps, the same routes, the middleware written both ways Starlette offers:
+
+- ``app``: a pure ASGI middleware, a class that wraps ``send`` and adds the header to the
+  ``http.response.start`` message (what Starlette's documentation recommends for speed);
+- ``app_basehttp``: a ``BaseHTTPMiddleware`` subclass whose ``dispatch`` awaits
+  ``call_next(request)`` and sets the header on the response (what most users write).
+"""
+
+from collections.abc import Callable
+
+from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HELLO = {"message": "hello"}
+
+
+async def hello(request: Request) -> JSONResponse:
+    """A constant JSON object."""
+    return JSONResponse(HELLO)
+
+
+class AddHeader:
+    """Pure ASGI middleware: ``x-mw: 1`` on every HTTP response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).append("x-mw", "1")
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
+
+
+class AddHeaderBase(BaseHTTPMiddleware):
+    """The same middleware as a ``BaseHTTPMiddleware``."""
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        response = await call_next(request)
+        response.headers["x-mw"] = "1"
+        return response
+
+
+def build(middleware: Callable[[ASGIApp], ASGIApp]) -> Starlette:
+    """The app: ``/hello`` bare, ``/mw/hello`` through ``middleware``."""
+    return Starlette(
+        routes=[
+            Route("/hello", hello),
+            Mount("/mw", routes=[Route("/hello", hello)], middleware=[Middleware(middleware)]),
+        ]
+    )
+
+
+app = build(AddHeader)
+app_basehttp = build(AddHeaderBase)
