@@ -6,17 +6,18 @@ inside the handler (with its traceback) rather than later in the host.
 
 from __future__ import annotations
 
-import datetime
-import email.utils
 import http
-import http.cookies
 import json
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeAlias
 
 from .datastructures import MutableHeaders
+
+if TYPE_CHECKING:
+    # Only `set_cookie` needs these, and imports them when called: `email.utils` alone brings
+    # `socket`, `random`, `datetime` and `urllib` into every interpreter that imports pyhost.
+    import datetime
 
 HeadersInput: TypeAlias = Mapping[str, str] | Sequence[tuple[str, str]] | None
 """Response headers as accepted by the constructors: a mapping or a sequence of pairs."""
@@ -190,6 +191,8 @@ class Response:
         >>> response.headers.getlist("set-cookie")
         ['session=abc; HttpOnly; Max-Age=3600; Path=/; SameSite=lax']
         """
+        import http.cookies
+
         cookie: http.cookies.SimpleCookie = http.cookies.SimpleCookie()
         try:
             cookie[key] = value
@@ -373,6 +376,10 @@ def _empty(status: int) -> Response:
 def _http_date(expires: datetime.datetime | int | str) -> str:
     if isinstance(expires, str):
         return expires
+    import datetime
+    import email.utils
+    import time
+
     if isinstance(expires, datetime.datetime):
         if expires.tzinfo is None:
             raise ValueError("expires must be a timezone-aware datetime")
