@@ -196,50 +196,31 @@ fn serve(
 /// A worker of a supervised server: serves on the socket it inherited. Its start-up error
 /// goes to the supervisor (`Host::start` sends it), which prints it.
 fn serve_worker(config: Config, worker: &Worker) -> Result<ExitCode, CliError> {
-    pyhost::sched::apply(&config.server);
-    let listener = worker.listener().map_err(|err| {
+    let reported = |err: std::io::Error| {
         worker.report_failure(&format!("cannot take the listening socket: {err}"));
         CliError::Reported
-    })?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("pyhost-io")
-        .build()
-        .map_err(StartupError::Runtime)?;
-    let signals = runtime
-        .block_on(async { ShutdownSignals::install() })
-        .map_err(StartupError::Runtime)?;
+    };
+    let listener = worker.listener().map_err(reported)?;
+    let (runtime, signals) = runtime_with_signals(&config)?;
     let host = Host::start(config).map_err(|_| CliError::Reported)?;
     release_startup_garbage();
     let drained = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::from_std(listener).map_err(|err| {
-            worker.report_failure(&format!("cannot take the listening socket: {err}"));
-            CliError::Reported
-        })?;
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(reported)?;
         tracing::info!("serving {} routes", host.routes().len());
         Ok::<_, CliError>(host.serve(listener, signals.recv()).await)
     })?;
-    host.shutdown();
-    eprintln!("pyhost stats: worker={} {}", worker.number(), host.stats());
-    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
-    if !drained {
-        tracing::warn!("exiting with requests still in flight");
-    }
+    finish(
+        &host,
+        runtime,
+        drained,
+        &format!("worker={} ", worker.number()),
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 /// One process serving alone, as it always has.
 fn serve_single(config: Config) -> Result<ExitCode, StartupError> {
-    // Before any thread starts, so that all of them inherit the policy.
-    pyhost::sched::apply(&config.server);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("pyhost-io")
-        .build()
-        .map_err(StartupError::Runtime)?;
-    let signals = runtime
-        .block_on(async { ShutdownSignals::install() })
-        .map_err(StartupError::Runtime)?;
+    let (runtime, signals) = runtime_with_signals(&config)?;
     let host = Host::start(config)?;
     release_startup_garbage();
     let addr = host.config().server.listen;
@@ -257,13 +238,35 @@ fn serve_single(config: Config) -> Result<ExitCode, StartupError> {
         drop(stdout);
         Ok::<_, StartupError>(host.serve(listener, signals.recv()).await)
     })?;
+    finish(&host, runtime, drained, "");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The I/O runtime, with the shutdown signals installed before the interpreter starts, and
+/// the scheduling policy applied before any thread starts, so that all of them inherit it.
+fn runtime_with_signals(
+    config: &Config,
+) -> Result<(tokio::runtime::Runtime, ShutdownSignals), StartupError> {
+    pyhost::sched::apply(&config.server);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("pyhost-io")
+        .build()
+        .map_err(StartupError::Runtime)?;
+    let signals = runtime
+        .block_on(async { ShutdownSignals::install() })
+        .map_err(StartupError::Runtime)?;
+    Ok((runtime, signals))
+}
+
+/// After the drain: stops the host and prints its figures (`pyhost stats: {tag}key=value ...`).
+fn finish(host: &Host, runtime: tokio::runtime::Runtime, drained: bool, tag: &str) {
     host.shutdown();
-    eprintln!("pyhost stats: {}", host.stats());
+    eprintln!("pyhost stats: {tag}{}", host.stats());
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     if !drained {
         tracing::warn!("exiting with requests still in flight");
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn routes(path: &std::path::Path) -> Result<ExitCode, StartupError> {

@@ -96,28 +96,33 @@ impl Sockets {
             }
             return;
         }
-        let mut program = steering_program(live);
-        let fprog = libc::sock_fprog {
-            len: u16::try_from(program.len()).unwrap_or(u16::MAX),
-            filter: program.as_mut_ptr(),
-        };
-        // SAFETY: `fprog` points at `program`, alive for the call, of the length it states;
-        // the kernel copies the program.
-        let result = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                SO_ATTACH_REUSEPORT_CBPF,
-                std::ptr::from_ref(&fprog).cast(),
-                u32::try_from(std::mem::size_of::<libc::sock_fprog>()).unwrap_or(u32::MAX),
-            )
-        };
-        if result != 0 {
-            tracing::warn!(
-                "cannot steer connections away from slots without a worker: {}",
-                std::io::Error::last_os_error()
-            );
+        if let Err(err) = attach(fd, &mut steering_program(live)) {
+            tracing::warn!("cannot steer connections away from slots without a worker: {err}");
         }
+    }
+}
+
+/// Attaches `program` to the reuseport group of socket `fd`.
+fn attach(fd: std::os::fd::RawFd, program: &mut [libc::sock_filter]) -> std::io::Result<()> {
+    let fprog = libc::sock_fprog {
+        len: u16::try_from(program.len()).unwrap_or(u16::MAX),
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: `fprog` points at `program`, alive for the call, of the length it states; the
+    // kernel copies the program.
+    let result = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            std::ptr::from_ref(&fprog).cast(),
+            u32::try_from(std::mem::size_of::<libc::sock_fprog>()).unwrap_or(u32::MAX),
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -207,21 +212,6 @@ mod tests {
         let (sockets, first) = Sockets::bind(addr, Balance::Reuseport).unwrap();
         let _second = sockets.next().unwrap();
         let fd = std::os::fd::AsRawFd::as_raw_fd(&*first);
-        let mut program = steering_program(&[1]);
-        let fprog = libc::sock_fprog {
-            len: u16::try_from(program.len()).unwrap(),
-            filter: program.as_mut_ptr(),
-        };
-        // SAFETY: as in `steer`.
-        let result = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                SO_ATTACH_REUSEPORT_CBPF,
-                std::ptr::from_ref(&fprog).cast(),
-                u32::try_from(std::mem::size_of::<libc::sock_fprog>()).unwrap(),
-            )
-        };
-        assert_eq!(result, 0, "{}", std::io::Error::last_os_error());
+        attach(fd, &mut steering_program(&[1])).unwrap();
     }
 }
