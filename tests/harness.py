@@ -201,8 +201,9 @@ def running_server(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     preexec_fn: Callable[[], None] | None = None,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[Server]:
-    """Start `pyhost serve --config config [--listen listen]`; stop it on exit.
+    """Start `pyhost serve --config config [--listen listen] [extra_args...]`; stop it on exit.
 
     Fails the test with the captured stderr if the process exits, or prints nothing, before the
     `listening on http://HOST:PORT` line. `preexec_fn` runs in the child before the binary
@@ -211,6 +212,7 @@ def running_server(
     args = [str(binary), "serve", "--config", str(config)]
     if listen is not None:
         args += ["--listen", listen]
+    args += list(extra_args)
     proc = subprocess.Popen(
         args,
         stdin=subprocess.DEVNULL,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import textwrap
 import threading
 import time
@@ -25,7 +24,6 @@ from tests.harness import (
     REPO_ROOT,
     Server,
     ServerFactory,
-    base_env,
     running_server,
     wait_until,
 )
@@ -499,24 +497,12 @@ def test_sigttin_and_sigttou_add_and_remove_a_worker(server_factory: ServerFacto
 def test_reload_picks_up_an_edit_and_survives_a_broken_one(server_factory: ServerFactory) -> None:
     config_path = server_factory.write_app({"app.py": APP}, config().replace("workers = 2", ""))
     root = config_path.parent
-    args = [str(server_factory.binary), "serve", "--config", str(config_path), "--reload"]
-    args += ["--listen", "127.0.0.1:0"]
-    proc = subprocess.Popen(
-        args,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=base_env(),
-        cwd=server_factory.cwd,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("listening on http://"), line
-        url = line.split()[-1]
+    with running_server(
+        server_factory.binary, config_path, cwd=server_factory.cwd, extra_args=["--reload"]
+    ) as server:
 
         def version() -> int:
-            with httpx.Client(base_url=url, timeout=5) as http:
+            with server.client(timeout=5) as http:
                 return int(http.get("/pid").json()["version"])
 
         assert version() == 1
@@ -527,10 +513,8 @@ def test_reload_picks_up_an_edit_and_survives_a_broken_one(server_factory: Serve
         assert version() == 2
         (root / "app.py").write_text(versioned(3))
         assert wait_until(lambda: version() == 3, 15)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=15)
-    assert proc.returncode == 0, stderr
+        assert server.stop() == 0
+    stderr = server.stderr_text()
     assert "SyntaxError" in stderr and "the old workers keep serving" in stderr, stderr
 
 
@@ -573,37 +557,18 @@ def test_the_embed_example_runs_two_workers(server_factory: ServerFactory) -> No
     if not EMBED_BIN.is_file():
         pytest.fail(f"{EMBED_BIN} is missing: build the workspace (`cargo build`)", pytrace=False)
     # With --workers 2 the binary supervises two copies of itself, each embedding Python.
-    proc = subprocess.Popen(
-        [
-            str(EMBED_BIN),
-            "--config",
-            str(EMBED_CONFIG),
-            *("--listen", "127.0.0.1:0"),
-            "--workers",
-            "2",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=base_env(),
-        cwd=EMBED_CONFIG.parent,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("listening on http://"), line
-        url = line.split()[-1]
-        workers = children(proc.pid)
+    with running_server(
+        EMBED_BIN, EMBED_CONFIG, cwd=EMBED_CONFIG.parent, extra_args=["--workers", "2"]
+    ) as server:
+        workers = children(server.proc.pid)
         assert len(workers) == 2
         for _ in range(40):
-            with httpx.Client(base_url=url, timeout=5) as http:
+            with server.client(timeout=5) as http:
                 assert http.get("/rust/health").text == "ok"
                 # A Python route calling a host function the embedder registered.
                 assert http.get("/hello/ada").json()["from"] == "rust"
         for worker in workers:
             assert Path(f"/proc/{worker}/exe").resolve() == EMBED_BIN.resolve()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=15)
-    assert proc.returncode == 0, stderr
+        assert server.stop() == 0
+    stderr = server.stderr_text()
     assert " worker=1 " in stderr and " worker=2 " in stderr, stderr
