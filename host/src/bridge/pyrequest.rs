@@ -37,6 +37,8 @@ pub struct PyRequest {
     data: RequestData,
     path_params: PyOnceLock<Py<PyAny>>,
     query: PyOnceLock<Py<PyAny>>,
+    header_params: PyOnceLock<Py<PyAny>>,
+    cookies: PyOnceLock<Py<PyAny>>,
     query_params: PyOnceLock<Py<PyAny>>,
     headers: PyOnceLock<Py<PyAny>>,
     body: PyOnceLock<Py<PyAny>>,
@@ -50,6 +52,8 @@ impl PyRequest {
             data,
             path_params: PyOnceLock::new(),
             query: PyOnceLock::new(),
+            header_params: PyOnceLock::new(),
+            cookies: PyOnceLock::new(),
             query_params: PyOnceLock::new(),
             headers: PyOnceLock::new(),
             body: PyOnceLock::new(),
@@ -135,13 +139,15 @@ impl PyRequest {
     /// Declared headers (lower-case names), validated and typed, defaults filled.
     #[getter]
     fn header_params<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        typed_dict(py, &self.data.header_params).map(|dict| dict.into_bound(py))
+        cached(py, &self.header_params, || {
+            typed_dict(py, &self.data.header_params)
+        })
     }
 
     /// Declared cookies, validated and typed, defaults filled.
     #[getter]
     fn cookies<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        typed_dict(py, &self.data.cookies).map(|dict| dict.into_bound(py))
+        cached(py, &self.cookies, || typed_dict(py, &self.data.cookies))
     }
 
     /// Every query pair as a `pyhost.QueryParams` (repeated keys kept).
