@@ -95,18 +95,14 @@ pub enum SupervisorError {
 }
 
 impl Supervisor {
-    pub(crate) fn new(config: Config, count: usize) -> Self {
+    /// A supervisor of `count` workers for `config`: what [`crate::workers::role`] makes,
+    /// and what callers that decide themselves use (`serve --reload` with one worker).
+    pub fn with_workers(config: Config, count: usize) -> Self {
         Self {
             config,
             count: count.max(1),
             reload: false,
         }
-    }
-
-    /// A supervisor of `count` workers for `config`, for callers that decide themselves
-    /// (`serve --reload` with one worker).
-    pub fn with_workers(config: Config, count: usize) -> Self {
-        Self::new(config, count)
     }
 
     /// Whether to roll the workers when a source file or the config changes (development).

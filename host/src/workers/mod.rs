@@ -90,13 +90,10 @@ pub fn role(config: &Config) -> Result<Role, LinkError> {
     if let Some(worker) = worker()? {
         return Ok(Role::Worker(worker));
     }
-    let count = match config.server.workers {
-        Workers::Count(count) => count,
-        Workers::Auto => crate::supervisor::cpus::available(),
-    };
+    let count = resolve(config.server.workers);
     if count > 1 {
         crate::logging::set_process_tag("supervisor".to_owned());
-        Ok(Role::Supervisor(Box::new(Supervisor::new(
+        Ok(Role::Supervisor(Box::new(Supervisor::with_workers(
             config.clone(),
             count,
         ))))
