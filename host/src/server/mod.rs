@@ -8,6 +8,7 @@
 //! - `protocols`: the hyper builders and the protocol peek;
 //! - `connection`: one connection, and the timers that close it;
 //! - `outbox`: response bytes held for clients, capped;
+//! - `wire`: the socket, its writes counted and a refused write noted;
 //! - `drain`: what a connection does once shutdown has begun;
 //! - `throttle`: warnings that could repeat thousands of times a second.
 
@@ -19,6 +20,7 @@ pub mod limits;
 mod outbox;
 mod protocols;
 mod throttle;
+mod wire;
 
 use std::future::Future;
 use std::sync::Arc;
