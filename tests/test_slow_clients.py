@@ -158,8 +158,9 @@ def test_h2c_zero_window_streams_are_capped_and_closed(server: Server, path: str
         for client in clients:
             statuses.update(stream.status for stream in client.streams.values())
         print(
-            f"figure: {path} h2c zero window idle {idle / MIB:.0f} MiB, peak +{(peak - idle) / MIB:.1f}"
-            f" MiB, closed after {closed_after:.1f}s, statuses {dict(statuses)}"
+            f"figure: {path} h2c zero window idle {idle / MIB:.0f} MiB,"
+            f" peak +{(peak - idle) / MIB:.1f} MiB, closed after {closed_after:.1f}s,"
+            f" statuses {dict(statuses)}"
         )
         assert peak - idle < BOUND, f"peak {(peak - idle) / MIB:.0f} MiB above idle"
         assert all(c.closed for c in clients), "a zero-window connection was kept"
