@@ -30,8 +30,9 @@ pub(super) struct Connection {
     pub stream: TcpStream,
     pub peer: SocketAddr,
     pub shared: Arc<Shared>,
-    /// Its place under `max_connections`, given back when the connection ends.
-    pub slot: OwnedSemaphorePermit,
+    /// Its place under `max_connections`, given back when the connection ends (none for a
+    /// connection taken from the backlog once the drain has begun: see `accept::sweep`).
+    pub slot: Option<OwnedSemaphorePermit>,
 }
 
 /// How a connection ended, when not by the client closing or the protocol finishing.
