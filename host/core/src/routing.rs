@@ -46,6 +46,14 @@ pub struct Route {
     pub body_schema: Option<serde_json::Value>,
     /// The route's own handler timeout, when it declares one.
     pub timeout: Option<std::time::Duration>,
+    /// The handler reads the body as a stream: the request is dispatched before its body is
+    /// read (`pyhost/src/streaming/request_body.rs`).
+    pub stream: bool,
+    /// The route's own body limit in bytes, when it declares one (`server.body_limit` else).
+    pub body_limit: Option<u64>,
+    /// Declared form fields, when the route declares a form (`form=`): its body is parsed as
+    /// one before dispatch.
+    pub form: Option<Vec<QueryParam>>,
     /// Index of the plugin that owns it.
     pub plugin: usize,
 }
@@ -256,6 +264,38 @@ pub enum RouteError {
     },
 }
 
+/// The route's body options, checked against each other: whether it streams, its body limit
+/// and its declared form.
+fn body_options(
+    spec: &RouteSpec,
+) -> Result<
+    (
+        bool,
+        Option<u64>,
+        Option<&indexmap::IndexMap<String, crate::spec::QuerySpec>>,
+    ),
+    String,
+> {
+    let body_limit = spec.body_limit.map(|size| size.as_u64());
+    if body_limit == Some(0) {
+        return Err("body_limit must be above zero, such as \"64 MiB\" or 1048576".to_owned());
+    }
+    if spec.stream && spec.form.is_some() {
+        return Err(
+            "a stream=True route cannot declare a form: the host parses a declared form \
+             itself, before the handler runs"
+                .to_owned(),
+        );
+    }
+    if spec.body_schema.is_some() && (spec.stream || spec.form.is_some()) {
+        return Err(
+            "a route with a JSON body schema (body=) cannot also be stream=True or declare a form"
+                .to_owned(),
+        );
+    }
+    Ok((spec.stream, body_limit, spec.form.as_ref()))
+}
+
 const KNOWN_METHODS: [&str; 6] = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 impl RouteTable {
@@ -321,6 +361,10 @@ impl RouteTable {
                     )));
                 }
             };
+            let (stream, body_limit, form) = body_options(spec).map_err(invalid)?;
+            let form = form
+                .map(|declared| compile_named(declared, "form"))
+                .transpose()?;
             let index = match by_matchit.get(&template.matchit) {
                 Some(&index) => {
                     if endpoints[index].template != spec.path {
@@ -398,6 +442,9 @@ impl RouteTable {
                     body: body.clone(),
                     body_schema: spec.body_schema.clone(),
                     timeout,
+                    stream,
+                    body_limit,
+                    form: form.clone(),
                     plugin: spec.plugin,
                 }));
             }

@@ -104,6 +104,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Largest request body accepted, in bytes; larger bodies get 413.
     pub body_limit: u64,
+    /// The limits forms are parsed under (`form_*`).
+    pub forms: crate::form::FormLimits,
     /// Put exception text and tracebacks into 500 responses.
     pub debug: bool,
     /// How long in-flight requests may run after SIGINT/SIGTERM.

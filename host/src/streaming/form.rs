@@ -1,0 +1,421 @@
+//! Forms parsed in Rust, on tokio: `multipart/form-data` with `multer`, large files spooled to
+//! temporary files as they arrive, and the hand-over of a parsed form to the loop thread.
+//!
+//! Two ways in:
+//! - a route declaring `form=` has its body parsed by the service before dispatch
+//!   ([`parse_body`]), streamed from the connection into `multer`: a file part larger than
+//!   `server.form_spool_threshold` goes to a temporary file (`tokio::fs`) and never sits in
+//!   memory whole. The files are removed by the request's [`Spool`] when its future ends:
+//!   after the response, when the client leaves, on a timeout, whatever the handler did;
+//! - `await request.form()` on any other route parses the body already read
+//!   ([`start_parse`]): a task on tokio parses it and sends the form through a
+//!   [`channel::to_loop`] channel of one item to the handler's [`PendingForm`]. The body is in
+//!   memory already, so nothing is spooled.
+//!
+//! The loop thread only converts the finished form into Python objects ([`to_python`]).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use bytes::{Bytes, BytesMut};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use crate::streaming::channel::{self, Empty, LoopReceiver};
+use crate::streaming::request_body::{BodyError, Frames, http_error};
+use pyhost_core::form::{FileContent, FilePart, FormError, FormKind, FormLimits, ParsedForm};
+
+/// The runtime lazily parsed forms run on, remembered from the first request with a body.
+static RUNTIME: OnceLock<tokio::runtime::Handle> = OnceLock::new();
+
+/// Remembers the current tokio runtime for [`start_parse`]. Called on a tokio worker.
+pub(crate) fn remember_runtime() {
+    if RUNTIME.get().is_none()
+        && let Ok(handle) = tokio::runtime::Handle::try_current()
+    {
+        let _ = RUNTIME.set(handle);
+    }
+}
+
+/// Names spooled files apart within this process.
+static NEXT_FILE: AtomicU64 = AtomicU64::new(1);
+
+/// The temporary files of one request, removed when it is dropped.
+#[derive(Default)]
+pub(crate) struct Spool {
+    paths: Vec<PathBuf>,
+}
+
+impl Spool {
+    /// A new file in the system's temporary directory (`$TMPDIR`), readable by this user
+    /// only; recorded before it is created, so it is removed whatever happens next.
+    async fn create(&mut self) -> std::io::Result<(PathBuf, tokio::fs::File)> {
+        let name = format!(
+            "pyhost-upload-{}-{}",
+            std::process::id(),
+            NEXT_FILE.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = std::env::temp_dir().join(name);
+        self.paths.push(path.clone());
+        let mut options = tokio::fs::OpenOptions::new();
+        options.write(true).create_new(true).mode(0o600);
+        let file = options.open(&path).await?;
+        Ok((path, file))
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if self.paths.is_empty() {
+            return;
+        }
+        let paths = std::mem::take(&mut self.paths);
+        let remove = move || {
+            for path in paths {
+                // Already gone (a handler removed it) is fine.
+                let _ = std::fs::remove_file(path);
+            }
+        };
+        // File system calls stay off the tokio workers.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(remove)),
+            Err(_) => remove(),
+        }
+    }
+}
+
+/// Reads the body of a route declaring a form and parses it under `limits`, spooling large
+/// files into `spool`. The kind was read from the request's `Content-Type`; `None` (no
+/// `Content-Type`) is an empty form if the body is empty too.
+pub(crate) async fn parse_body<B>(
+    frames: &mut Frames<B>,
+    kind: Option<FormKind>,
+    limits: &FormLimits,
+    spool: &mut Spool,
+) -> Result<(ParsedForm, Bytes), FormError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match kind {
+        Some(FormKind::Multipart(boundary)) => {
+            let (tx, rx) = mpsc::channel::<Result<Bytes, BodyError>>(2);
+            // The connection is read as multer takes the chunks, both in this future.
+            let pump = async move {
+                while let Some(item) = frames.next().await {
+                    let failed = item.is_err();
+                    if tx.send(item).await.is_err() || failed {
+                        break;
+                    }
+                }
+            };
+            let parse = parse_multipart(receiver_stream(rx), boundary, limits, spool);
+            let ((), form) = tokio::join!(pump, parse);
+            Ok((form?, Bytes::new()))
+        }
+        Some(FormKind::UrlEncoded) => {
+            let body = collect(frames).await?;
+            let form = pyhost_core::form::parse_urlencoded(&body, limits)?;
+            Ok((form, body))
+        }
+        None => {
+            let body = collect(frames).await?;
+            if body.is_empty() {
+                Ok((ParsedForm::default(), body))
+            } else {
+                Err(FormError::NotAForm("(none)".to_owned()))
+            }
+        }
+    }
+}
+
+async fn collect<B>(frames: &mut Frames<B>) -> Result<Bytes, FormError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut body = BytesMut::new();
+    while let Some(chunk) = frames.next().await {
+        body.extend_from_slice(&chunk.map_err(body_error)?);
+    }
+    Ok(body.freeze())
+}
+
+fn receiver_stream(
+    mut rx: mpsc::Receiver<Result<Bytes, BodyError>>,
+) -> impl futures_util::Stream<Item = Result<Bytes, BodyError>> + Send + 'static {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+fn body_error(err: BodyError) -> FormError {
+    match err {
+        BodyError::TooLarge(limit) => FormError::BodyTooLarge(limit),
+        BodyError::Timeout(timeout) => FormError::Timeout(timeout.as_secs_f64()),
+        BodyError::Read(message) => FormError::Read(message),
+    }
+}
+
+fn multer_error(err: multer::Error) -> FormError {
+    if let multer::Error::StreamReadFailed(source) = &err
+        && let Some(body) = source.downcast_ref::<BodyError>()
+    {
+        return body_error(body.clone());
+    }
+    FormError::Malformed(err.to_string())
+}
+
+/// Parses a multipart body from `stream`.
+async fn parse_multipart<S>(
+    stream: S,
+    boundary: String,
+    limits: &FormLimits,
+    spool: &mut Spool,
+) -> Result<ParsedForm, FormError>
+where
+    S: futures_util::Stream<Item = Result<Bytes, BodyError>> + Send + 'static,
+{
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut form = ParsedForm::default();
+    while let Some(mut field) = multipart.next_field().await.map_err(multer_error)? {
+        if form.order.len() >= limits.max_parts {
+            return Err(FormError::TooManyParts(limits.max_parts));
+        }
+        let name = field
+            .name()
+            .ok_or_else(|| {
+                FormError::Malformed("a part without a name in its Content-Disposition".to_owned())
+            })?
+            .to_owned();
+        let Some(filename) = field.file_name().map(str::to_owned) else {
+            let mut value = BytesMut::new();
+            while let Some(chunk) = field.chunk().await.map_err(multer_error)? {
+                if (value.len() + chunk.len()) as u64 > limits.max_field_size {
+                    return Err(FormError::FieldTooLarge {
+                        name,
+                        limit: limits.max_field_size,
+                    });
+                }
+                value.extend_from_slice(&chunk);
+            }
+            let value = String::from_utf8(value.to_vec())
+                .map_err(|_| FormError::Malformed(format!("field {name:?} is not UTF-8 text")))?;
+            form.order.push((false, form.fields.len()));
+            form.fields.push((name, value));
+            continue;
+        };
+        let content_type = field.content_type().map(ToString::to_string);
+        let headers = field
+            .headers()
+            .iter()
+            .map(|(key, value)| {
+                (
+                    key.as_str().to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let file_limit = limits.max_file_size.unwrap_or(u64::MAX);
+        let mut size: u64 = 0;
+        let mut memory = BytesMut::new();
+        let mut spooled: Option<(PathBuf, tokio::fs::File)> = None;
+        while let Some(chunk) = field.chunk().await.map_err(multer_error)? {
+            size += chunk.len() as u64;
+            if size > file_limit {
+                return Err(FormError::FileTooLarge {
+                    name,
+                    limit: file_limit,
+                });
+            }
+            if spooled.is_none() && size > limits.spool_threshold {
+                let (path, mut file) = spool.create().await.map_err(spool_error)?;
+                file.write_all(&memory).await.map_err(spool_error)?;
+                memory = BytesMut::new();
+                spooled = Some((path, file));
+            }
+            match &mut spooled {
+                Some((_, file)) => file.write_all(&chunk).await.map_err(spool_error)?,
+                None => memory.extend_from_slice(&chunk),
+            }
+        }
+        let content = match spooled {
+            Some((path, mut file)) => {
+                file.flush().await.map_err(spool_error)?;
+                FileContent::Spooled(path)
+            }
+            None => FileContent::Memory(memory.freeze()),
+        };
+        form.order.push((true, form.files.len()));
+        form.files.push(FilePart {
+            name,
+            filename,
+            content_type,
+            headers,
+            size,
+            content,
+        });
+    }
+    Ok(form)
+}
+
+fn spool_error(err: std::io::Error) -> FormError {
+    tracing::error!("could not write an uploaded file to a temporary file: {err}");
+    FormError::Spool(err.to_string())
+}
+
+/// Starts parsing `body` (a request's whole body, with its `Content-Type`) on tokio; the
+/// handler awaits the returned form. GIL: held (`py`), loop thread; nothing is parsed here.
+pub(crate) fn start_parse(
+    content_type: Option<http::HeaderValue>,
+    body: Bytes,
+    limits: FormLimits,
+) -> PendingForm {
+    let (tx, rx) = channel::to_loop::<Result<ParsedForm, FormError>>(1);
+    let job = async move {
+        let mut headers = http::HeaderMap::new();
+        if let Some(value) = content_type {
+            headers.insert(http::header::CONTENT_TYPE, value);
+        }
+        // Already in memory: nothing to gain from spooling.
+        let limits = FormLimits {
+            spool_threshold: u64::MAX,
+            ..limits
+        };
+        let form = match FormKind::of(&headers) {
+            Err(err) => Err(err),
+            Ok(Some(FormKind::UrlEncoded)) => pyhost_core::form::parse_urlencoded(&body, &limits),
+            Ok(Some(FormKind::Multipart(boundary))) => {
+                let chunk = futures_util::stream::iter([Ok::<_, BodyError>(body)]);
+                let mut spool = Spool::default();
+                parse_multipart(chunk, boundary, &limits, &mut spool).await
+            }
+            Ok(None) if body.is_empty() => Ok(ParsedForm::default()),
+            Ok(None) => Err(FormError::NotAForm("(none)".to_owned())),
+        };
+        let _ = tx.send(form).await;
+    };
+    match RUNTIME.get() {
+        Some(runtime) => drop(runtime.spawn(job)),
+        // Not reached: a body comes only through a request the service handled on tokio.
+        None => tracing::error!("no tokio runtime to parse a form on"),
+    }
+    PendingForm { rx: Mutex::new(rx) }
+}
+
+/// A form being parsed on tokio, as the handler awaits it (`pyhost.forms` loops on
+/// `try_take` and `ready`). GIL: held by every method, on the loop thread.
+#[pyclass(module = "pyhost", name = "_PendingForm")]
+pub(crate) struct PendingForm {
+    rx: Mutex<LoopReceiver<Result<ParsedForm, FormError>>>,
+}
+
+#[pymethods]
+impl PendingForm {
+    /// The form as a `pyhost.FormData`, `None` while it is being parsed; raises `HTTPError`
+    /// for a form that cannot be parsed.
+    fn try_take<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let item = self
+            .rx
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .try_recv();
+        match item {
+            Ok(Ok(form)) => to_python(py, form).map(Some),
+            Ok(Err(err)) => {
+                let reply = err.into_reply();
+                let detail = serde_json::from_slice::<serde_json::Value>(&reply.body)
+                    .ok()
+                    .and_then(|value| value.get("detail")?.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                Err(http_error(py, reply.status.as_u16(), detail)?)
+            }
+            Err(Empty::Waiting) => Ok(None),
+            Err(Empty::Closed) => Err(http_error(
+                py,
+                500,
+                "the form could not be parsed".to_owned(),
+            )?),
+        }
+    }
+
+    /// A future done once `try_take` has the outcome.
+    fn ready<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.rx
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .ready(py)
+    }
+}
+
+/// `pyhost.forms.FormData` and `UploadFile`, looked up once.
+struct FormClasses {
+    form_data: Py<PyAny>,
+    upload_file: Py<PyAny>,
+}
+
+static CLASSES: PyOnceLock<FormClasses> = PyOnceLock::new();
+
+/// The form as a `pyhost.FormData` of `str` values and `pyhost.UploadFile`s. GIL: held.
+pub(crate) fn to_python(py: Python<'_>, form: ParsedForm) -> PyResult<Bound<'_, PyAny>> {
+    let classes = CLASSES.get_or_try_init(py, || {
+        let forms = py.import("pyhost.forms")?;
+        Ok::<_, PyErr>(FormClasses {
+            form_data: forms.getattr("FormData")?.unbind(),
+            upload_file: forms.getattr("UploadFile")?.unbind(),
+        })
+    })?;
+    let ParsedForm {
+        fields,
+        files,
+        order,
+    } = form;
+    let mut fields: Vec<Option<(String, String)>> = fields.into_iter().map(Some).collect();
+    let mut files: Vec<Option<FilePart>> = files.into_iter().map(Some).collect();
+    let items = PyList::empty(py);
+    for (is_file, index) in order {
+        if is_file {
+            let Some(file) = files.get_mut(index).and_then(Option::take) else {
+                continue;
+            };
+            let headers = PyList::empty(py);
+            for (name, value) in &file.headers {
+                headers.append(PyTuple::new(py, [name.as_str(), value.as_str()])?)?;
+            }
+            let (data, path) = match &file.content {
+                FileContent::Memory(bytes) => (PyBytes::new(py, bytes).into_any(), py.None()),
+                FileContent::Spooled(path) => (
+                    py.None().into_bound(py),
+                    PyString::new(py, &path.to_string_lossy()).into_any().unbind(),
+                ),
+            };
+            let upload = classes.upload_file.bind(py).call1((
+                file.filename.as_str(),
+                file.content_type.as_deref(),
+                file.size,
+                headers,
+                data,
+                path,
+            ))?;
+            items.append((file.name.as_str(), upload))?;
+        } else if let Some((name, value)) = fields.get_mut(index).and_then(Option::take) {
+            items.append((name, value))?;
+        }
+    }
+    classes.form_data.bind(py).call1((items,))
+}
+
+/// The limits `await request.form()` parses under (`server.form_*`), set by the service.
+static LIMITS: OnceLock<FormLimits> = OnceLock::new();
+
+/// Sets the limits of lazily parsed forms (the first service's).
+pub(crate) fn set_limits(limits: FormLimits) {
+    let _ = LIMITS.set(limits);
+}
+
+/// The limits of lazily parsed forms.
+pub(crate) fn limits() -> FormLimits {
+    LIMITS.get().copied().unwrap_or_default()
+}
