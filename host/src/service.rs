@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH};
 use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::sync::oneshot;
 
 use crate::bridge::Bridge;
+use crate::streaming::body::{Body, Deferred, HandlerReply};
 use crate::streaming::request_body::BodySource;
 use pyhost_core::admission::{Admission, Rejection, Routed};
 use pyhost_core::request::RequestData;
@@ -55,6 +56,8 @@ pub struct HttpService {
 /// A response to send, with what the connection should do afterwards.
 struct Answer {
     reply: Reply,
+    /// The body, when it follows the head rather than being in `reply`.
+    body: Option<Deferred>,
     head: bool,
     close: bool,
 }
@@ -65,6 +68,7 @@ impl Answer {
     fn closing(reply: Reply) -> Self {
         Self {
             reply,
+            body: None,
             head: false,
             close: true,
         }
@@ -75,6 +79,7 @@ impl From<Rejection> for Answer {
     fn from(rejection: Rejection) -> Self {
         Self {
             reply: rejection.reply,
+            body: None,
             head: false,
             close: rejection.close,
         }
@@ -123,7 +128,7 @@ impl HttpService {
         self: &Arc<Self>,
         request: Request<B>,
         client: Option<SocketAddr>,
-    ) -> impl Future<Output = Response<Full<Bytes>>> + use<B>
+    ) -> impl Future<Output = Response<Body>> + use<B>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -174,27 +179,27 @@ impl HttpService {
             client,
             request_id: request_id.clone(),
         };
-        let service = self.clone();
-        // Streamed and form routes read their bodies their own ways (`streaming`).
+        // Streamed and form routes read their bodies their own ways (`body_routes`), even
+        // an empty one.
         let route = &request.routed.route;
-        if route.stream || route.form.is_some() {
-            return Step::ReadBody(Box::pin(async move {
-                if request.routed.route.stream {
-                    service.serve_stream(request, body).await
-                } else {
-                    service.serve_form(request, body).await
-                }
-            }));
-        }
+        let own_way = route.stream || route.form.is_some();
         // Most requests (a GET) have no body at all: no read, and no body timer to arm.
-        if body.is_end_stream() {
+        if !own_way && body.is_end_stream() {
             return match self.submit(request, Bytes::new(), BodySource::Whole) {
                 Ok(pending) => Step::Wait(pending),
                 Err(answer) => Step::Done(answer),
             };
         }
+        let service = self.clone();
         Step::ReadBody(Box::pin(async move {
             crate::streaming::form::remember_runtime();
+            if own_way {
+                return if request.routed.route.stream {
+                    service.serve_stream(request, body).await
+                } else {
+                    service.serve_form(request, body).await
+                };
+            }
             let limit = service.admission.body_limit(&request.routed.route);
             let body = match service.read_body(body, &request.parts.headers, limit).await {
                 Ok(body) => body,
@@ -302,6 +307,7 @@ impl HttpService {
                 .push((http::header::RETRY_AFTER, HeaderValue::from_static("1")));
             Answer {
                 reply,
+                body: None,
                 head,
                 close: false,
             }
@@ -331,7 +337,7 @@ impl HttpService {
                 .ok(),
             None => Some((&mut pending.receiver).await),
         };
-        let reply = match outcome {
+        let HandlerReply { reply, body } = match outcome {
             Some(Ok(reply)) => {
                 pending.cancel = false;
                 reply
@@ -346,6 +352,7 @@ impl HttpService {
                     StatusCode::INTERNAL_SERVER_ERROR,
                     &serde_json::json!({"detail": "Internal Server Error", "request_id": &**request_id}),
                 )
+                .into()
             }
             None => {
                 pending.cancel = true;
@@ -362,10 +369,12 @@ impl HttpService {
                     StatusCode::GATEWAY_TIMEOUT,
                     format!("Handler timed out after {seconds}s"),
                 )
+                .into()
             }
         };
         Answer {
             reply,
+            body,
             head: pending.head,
             close: false,
         }
@@ -378,7 +387,7 @@ impl HttpService {
 struct Pending {
     bridge: Arc<Bridge>,
     key: u64,
-    receiver: oneshot::Receiver<Reply>,
+    receiver: oneshot::Receiver<HandlerReply>,
     timeout: Option<Duration>,
     handler: Arc<str>,
     head: bool,
@@ -421,17 +430,28 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse::<u64>().ok())
 }
 
-fn into_response(answer: Answer, request_id: &str) -> Response<Full<Bytes>> {
-    let Answer { reply, head, close } = answer;
+fn into_response(answer: Answer, request_id: &str) -> Response<Body> {
+    let Answer {
+        reply,
+        body: deferred,
+        head,
+        close,
+    } = answer;
     let length = reply.body.len();
-    let body = if head { Bytes::new() } else { reply.body };
-    let mut response = Response::new(Full::new(body));
+    // A HEAD request's stream is dropped unread, which stops its producer.
+    let streamed = deferred.is_some();
+    let body = match deferred {
+        Some(Deferred::Stream(stream)) if !head => Body::streamed(stream),
+        _ if head => Body::full(Bytes::new()),
+        _ => Body::full(reply.body),
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = reply.status;
     let headers = response.headers_mut();
     for (name, value) in reply.headers {
         headers.append(name, value);
     }
-    if head && reply.status != StatusCode::NO_CONTENT {
+    if head && !streamed && reply.status != StatusCode::NO_CONTENT {
         headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
     }
     if let Ok(value) = HeaderValue::from_str(request_id) {
@@ -455,7 +475,7 @@ mod tests {
     fn serve_one(
         service: &Arc<HttpService>,
         request: Request<hyper::body::Incoming>,
-    ) -> impl Future<Output = Response<Full<Bytes>>> + use<> {
+    ) -> impl Future<Output = Response<Body>> + use<> {
         service.handle(request, None)
     }
 

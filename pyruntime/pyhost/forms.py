@@ -30,7 +30,16 @@ class UploadFile:
     a temporary file on a worker thread, never blocking the event loop.
     """
 
-    __slots__ = ("_data", "_file", "_position", "content_type", "filename", "headers", "path", "size")
+    __slots__ = (
+        "_data",
+        "_file",
+        "_position",
+        "content_type",
+        "filename",
+        "headers",
+        "path",
+        "size",
+    )
 
     def __init__(
         self,

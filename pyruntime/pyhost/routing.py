@@ -286,6 +286,11 @@ class Router:
                 raise TypeError(f"a route handler must be callable, got {handler!r}")
             name = _handler_name(handler)
             _check_signature(handler, name)
+            if stream and not _is_async(handler):
+                raise TypeError(
+                    f"handler {name} of a stream=True route must be an async def: it reads "
+                    "the body with `async for chunk in request.stream()`"
+                )
             self._routes.append(
                 Route(
                     methods=checked_methods,

@@ -129,7 +129,9 @@ pub enum FileContent {
 #[derive(Debug, thiserror::Error)]
 pub enum FormError {
     /// The body is not a form at all.
-    #[error("Unsupported media type {0:?}: this route expects a form (application/x-www-form-urlencoded or multipart/form-data)")]
+    #[error(
+        "Unsupported media type {0:?}: this route expects a form (application/x-www-form-urlencoded or multipart/form-data)"
+    )]
     NotAForm(String),
     /// Broken syntax: a bad boundary, a truncated body, a part without a name.
     #[error("Malformed form: {0}")]

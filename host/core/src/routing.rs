@@ -264,18 +264,12 @@ pub enum RouteError {
     },
 }
 
+/// Declared parameters by name, as the spec has them.
+type Declared = indexmap::IndexMap<String, crate::spec::QuerySpec>;
+
 /// The route's body options, checked against each other: whether it streams, its body limit
 /// and its declared form.
-fn body_options(
-    spec: &RouteSpec,
-) -> Result<
-    (
-        bool,
-        Option<u64>,
-        Option<&indexmap::IndexMap<String, crate::spec::QuerySpec>>,
-    ),
-    String,
-> {
+fn body_options(spec: &RouteSpec) -> Result<(bool, Option<u64>, Option<&Declared>), String> {
     let body_limit = spec.body_limit.map(|size| size.as_u64());
     if body_limit == Some(0) {
         return Err("body_limit must be above zero, such as \"64 MiB\" or 1048576".to_owned());
@@ -646,6 +640,56 @@ mod tests {
             "query": {}, "body_schema": null
         }))
         .unwrap()
+    }
+
+    fn body_spec(extra: serde_json::Value) -> RouteSpec {
+        let mut value = serde_json::json!({
+            "methods": ["POST"], "path": "/up", "name": "m.up", "is_async": true,
+        });
+        for (key, item) in extra.as_object().unwrap() {
+            value[key] = item.clone();
+        }
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn body_options_are_compiled_and_checked() {
+        let table = RouteTable::build(&[body_spec(serde_json::json!({
+            "stream": true, "body_limit": "64 MiB"
+        }))])
+        .unwrap();
+        let Lookup::Found { route, .. } = table.lookup(&Method::POST, "/up") else {
+            panic!("no route");
+        };
+        assert!(route.stream);
+        assert_eq!(route.body_limit, Some(64 * 1024 * 1024));
+        assert!(route.form.is_none());
+
+        let table = RouteTable::build(&[body_spec(serde_json::json!({
+            "body_limit": 1000,
+            "form": {"name": {"type": "str", "required": true}},
+        }))])
+        .unwrap();
+        let Lookup::Found { route, .. } = table.lookup(&Method::POST, "/up") else {
+            panic!("no route");
+        };
+        assert_eq!(route.body_limit, Some(1000));
+        assert_eq!(route.form.as_ref().map(Vec::len), Some(1));
+
+        for (extra, problem) in [
+            (serde_json::json!({"body_limit": 0}), "above zero"),
+            (
+                serde_json::json!({"stream": true, "form": {}}),
+                "cannot declare a form",
+            ),
+            (
+                serde_json::json!({"form": {}, "body_schema": {"type": "object"}}),
+                "JSON body schema",
+            ),
+        ] {
+            let err = RouteTable::build(&[body_spec(extra)]).unwrap_err();
+            assert!(err.to_string().contains(problem), "{err}");
+        }
     }
 
     #[test]

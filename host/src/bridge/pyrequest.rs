@@ -56,7 +56,7 @@ pub struct PyRequest {
 
 impl PyRequest {
     /// Wraps request data and where the rest of its body comes from; nothing is converted yet.
-    pub fn new(data: RequestData, source: BodySource) -> Self {
+    pub(crate) fn new(data: RequestData, source: BodySource) -> Self {
         Self {
             streamed: matches!(source, BodySource::Stream(_)),
             source: std::sync::Mutex::new(source),
@@ -109,14 +109,9 @@ fn cached<'py>(
     cell.get_or_try_init(py, make).map(|v| v.bind(py).clone())
 }
 
-
 impl PyRequest {
     fn parse_form(&self, py: Python<'_>, body: bytes::Bytes) -> PyResult<Py<PyAny>> {
-        let content_type = self
-            .data
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .cloned();
+        let content_type = self.data.headers.get(http::header::CONTENT_TYPE).cloned();
         let pending = crate::streaming::form::start_parse(
             content_type,
             body,
@@ -332,6 +327,10 @@ impl PyRequest {
             let body = Self::body(slf)?;
             let parse = slf.getattr("_parse_form")?;
             return helpers.form_of_stream.bind(py).call1((body, parse));
+        }
+        if this.data.body.is_empty() {
+            let form = crate::streaming::form::to_python(py, Default::default())?;
+            return helpers.ready.bind(py).call1((form,));
         }
         let pending = this.parse_form(py, this.data.body.clone())?;
         helpers.wait_form.bind(py).call1((pending,))

@@ -29,7 +29,12 @@ impl HttpService {
         let (tx, rx) = channel::to_loop(STREAM_CAPACITY);
         let pending = match self.submit(request, Bytes::new(), BodySource::Stream(rx)) {
             Ok(pending) => pending,
-            Err(answer) => return Answer { close: true, ..answer },
+            Err(answer) => {
+                return Answer {
+                    close: true,
+                    ..answer
+                };
+            }
         };
         let mut frames = Frames::new(body, limit, self.body_timeout);
         let mut answer = {
@@ -65,7 +70,12 @@ impl HttpService {
         let kind = FormKind::of(&request.parts.headers);
         let (mut data, route, head) = match self.admit(request, Bytes::new()) {
             Ok(admitted) => admitted,
-            Err(answer) => return Answer { close: true, ..answer },
+            Err(answer) => {
+                return Answer {
+                    close: true,
+                    ..answer
+                };
+            }
         };
         let mut frames = Frames::new(body, limit, self.body_timeout);
         let mut spool = Spool::default();
@@ -78,6 +88,7 @@ impl HttpService {
             Err(err) => {
                 return Answer {
                     reply: err.into_reply(),
+                    body: None,
                     head,
                     close: !frames.finished(),
                 };

@@ -388,7 +388,9 @@ pub(crate) fn to_python(py: Python<'_>, form: ParsedForm) -> PyResult<Bound<'_, 
                 FileContent::Memory(bytes) => (PyBytes::new(py, bytes).into_any(), py.None()),
                 FileContent::Spooled(path) => (
                     py.None().into_bound(py),
-                    PyString::new(py, &path.to_string_lossy()).into_any().unbind(),
+                    PyString::new(py, &path.to_string_lossy())
+                        .into_any()
+                        .unbind(),
                 ),
             };
             let upload = classes.upload_file.bind(py).call1((

@@ -4,7 +4,7 @@
 //!
 //! A `stream=True` request is dispatched as soon as its head is admitted. While its handler
 //! runs, the service's request future also drives [`feed`]: each frame [`Frames`] reads is
-//! sent into a [`channel::to_loop`] channel of [`STREAM_CAPACITY`] chunks, and the send waits
+//! sent into a [`to_loop`](crate::streaming::channel::to_loop) channel of [`STREAM_CAPACITY`] chunks, and the send waits
 //! while the channel is full, so the connection is read no faster than the handler iterates
 //! [`RequestBody`]. Memory per request is bounded by that capacity times the frame size
 //! (hyper reads at most its buffer, about 400 KiB, per frame). A body over its limit, a
@@ -22,7 +22,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyBytes;
 
-use crate::streaming::channel::{self, Empty, LoopReceiver, TokioSender};
+use crate::streaming::channel::{Empty, LoopReceiver, TokioSender};
 use pyhost_core::form::ParsedForm;
 
 /// Chunks that may wait between the connection and a handler that streams its body.

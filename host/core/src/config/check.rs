@@ -250,7 +250,10 @@ fn server(
     }
 
     for (key, size) in [
-        ("server.form_max_field_size", Some(server.form_max_field_size)),
+        (
+            "server.form_max_field_size",
+            Some(server.form_max_field_size),
+        ),
         ("server.form_max_file_size", server.form_max_file_size),
     ] {
         if size.is_some_and(|size| size.as_u64() == 0) {
