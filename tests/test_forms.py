@@ -366,3 +366,37 @@ def test_a_declared_length_over_the_limit_is_refused_at_once(served: Server) -> 
         sock.close()
     assert response.status == 413
     assert response.json()["detail"] == "Request body too large: the limit is 67108864 bytes"
+
+
+def test_endless_part_headers_are_cut_off(served: Server) -> None:
+    # Headers that never end (no blank line): the parser would buffer them whole, up to the
+    # route's 256 MiB; the host stops after about 1 MiB.
+    boundary = "endless"
+    sock = connect(served)
+    try:
+        sock.sendall(
+            head(
+                served,
+                "POST",
+                "/form",
+                {
+                    "Content-Type": f"multipart/form-data; boundary={boundary}",
+                    "Content-Length": str(200 * MIB),
+                },
+            )
+        )
+        sock.sendall(f'--{boundary}\r\nContent-Disposition: form-data; name="a"\r\n'.encode())
+        line = b"X-Padding: " + b"p" * 1000 + b"\r\n"
+        sent = 0
+        try:
+            while sent < 50 * MIB:
+                sock.sendall(line * 64)
+                sent += len(line) * 64
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        response = parse_response(read_response(sock))
+    finally:
+        sock.close()
+    assert sent < 50 * MIB
+    assert response.status == 400
+    assert "within 1048576 bytes" in response.json()["detail"]

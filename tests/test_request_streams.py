@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.h2client import H2Client, Stream
 from tests.harness import Server, chunked, parse_response, wait_until
 from tests.uploads import connect, head, read_response, rss, uploads_server
 
@@ -248,3 +249,29 @@ def test_a_stream_route_reads_a_form_whole(served: Server) -> None:
     with served.client() as http:
         answered = http.post("/stream-form", data={"a": "1", "b": "two"})
     assert answered.json() == {"fields": [["a", "1"], ["b", "two"]]}
+
+
+def test_a_streamed_upload_over_http2(served: Server) -> None:
+    data = os.urandom(40_000)
+    with H2Client(served.host, served.port) as h2:
+        stream_id = h2.conn.get_next_available_stream_id()
+        h2.conn.send_headers(
+            stream_id,
+            [
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":path", "/upload"),
+                (":authority", h2.authority),
+            ],
+        )
+        # Several DATA frames (the frame size is 16 KiB): a stream of several chunks.
+        for start in range(0, len(data), 10_000):
+            h2.conn.send_data(stream_id, data[start : start + 10_000])
+        h2.conn.end_stream(stream_id)
+        h2.streams[stream_id] = Stream()
+        h2.flush()
+        response = h2.response(stream_id)
+    assert response.status == 200
+    result = json.loads(bytes(response.body))
+    assert result["size"] == len(data)
+    assert result["sha256"] == hashlib.sha256(data).hexdigest()

@@ -16,7 +16,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 use pyo3::prelude::*;
@@ -103,18 +103,26 @@ where
 {
     match kind {
         Some(FormKind::Multipart(boundary)) => {
-            let (tx, rx) = mpsc::channel::<Result<Bytes, BodyError>>(2);
+            // One chunk at a time: multer takes whatever is ready at once, and with one
+            // there is never more than a chunk it has not looked at (`guarded_stream`).
+            let (tx, rx) = mpsc::channel::<Result<Bytes, FormError>>(1);
             // The connection is read as multer takes the chunks, both in this future.
             let pump = async move {
                 while let Some(item) = frames.next().await {
                     let failed = item.is_err();
-                    if tx.send(item).await.is_err() || failed {
+                    if tx.send(item.map_err(body_error)).await.is_err() || failed {
                         break;
                     }
                 }
             };
-            let parse = parse_multipart(receiver_stream(rx), boundary, limits, spool);
-            let ((), form) = tokio::join!(pump, parse);
+            let progress = Arc::new(AtomicU64::new(0));
+            let stream = guarded_stream(rx, progress.clone());
+            let parse = parse_multipart(stream, boundary, limits, spool, Some(&progress));
+            tokio::pin!(pump, parse);
+            let form = tokio::select! {
+                form = &mut parse => form,
+                () = &mut pump => parse.await,
+            };
             Ok((form?, Bytes::new()))
         }
         Some(FormKind::UrlEncoded) => {
@@ -145,10 +153,33 @@ where
     Ok(body.freeze())
 }
 
-fn receiver_stream(
-    mut rx: mpsc::Receiver<Result<Bytes, BodyError>>,
-) -> impl futures_util::Stream<Item = Result<Bytes, BodyError>> + Send + 'static {
-    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+/// Bytes multer may have taken in without giving anything back (a part's data, or a new
+/// part) before it is given another chunk: what bounds a preamble, the part headers and the
+/// boundaries it buffers whole, to this plus one chunk. Real part headers are a few hundred
+/// bytes.
+const STALL_LIMIT: u64 = 1024 * 1024;
+
+/// The body's chunks as multer reads them, cut off with an error once multer has taken
+/// [`STALL_LIMIT`] bytes without making `progress` (the parse loop resets it for each part
+/// and each piece of a part's data it gets). Multer looks at each chunk before it asks for
+/// the next (the channel holds one), so what it took before a chunk and did not give back is
+/// what it holds.
+fn guarded_stream(
+    mut rx: mpsc::Receiver<Result<Bytes, FormError>>,
+    progress: Arc<AtomicU64>,
+) -> impl futures_util::Stream<Item = Result<Bytes, FormError>> + Send + 'static {
+    futures_util::stream::poll_fn(move |cx| {
+        let polled = rx.poll_recv(cx);
+        if let std::task::Poll::Ready(Some(Ok(chunk))) = &polled {
+            let taken = progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            if taken > STALL_LIMIT {
+                return std::task::Poll::Ready(Some(Err(FormError::Malformed(format!(
+                    "no part boundary, or no end of a part's headers, within {STALL_LIMIT} bytes"
+                )))));
+            }
+        }
+        polled
+    })
 }
 
 fn body_error(err: BodyError) -> FormError {
@@ -160,27 +191,36 @@ fn body_error(err: BodyError) -> FormError {
 }
 
 fn multer_error(err: multer::Error) -> FormError {
-    if let multer::Error::StreamReadFailed(source) = &err
-        && let Some(body) = source.downcast_ref::<BodyError>()
-    {
-        return body_error(body.clone());
+    match err {
+        multer::Error::StreamReadFailed(source) => match source.downcast::<FormError>() {
+            Ok(form) => *form,
+            Err(other) => FormError::Read(other.to_string()),
+        },
+        other => FormError::Malformed(other.to_string()),
     }
-    FormError::Malformed(err.to_string())
 }
 
-/// Parses a multipart body from `stream`.
+/// Parses a multipart body from `stream`, telling `progress` (when it guards the stream) of
+/// each part and each piece of data multer gives back.
 async fn parse_multipart<S>(
     stream: S,
     boundary: String,
     limits: &FormLimits,
     spool: &mut Spool,
+    progress: Option<&AtomicU64>,
 ) -> Result<ParsedForm, FormError>
 where
-    S: futures_util::Stream<Item = Result<Bytes, BodyError>> + Send + 'static,
+    S: futures_util::Stream<Item = Result<Bytes, FormError>> + Send + 'static,
 {
+    let advanced = || {
+        if let Some(progress) = progress {
+            progress.store(0, Ordering::Relaxed);
+        }
+    };
     let mut multipart = multer::Multipart::new(stream, boundary);
     let mut form = ParsedForm::default();
     while let Some(mut field) = multipart.next_field().await.map_err(multer_error)? {
+        advanced();
         if form.order.len() >= limits.max_parts {
             return Err(FormError::TooManyParts(limits.max_parts));
         }
@@ -193,6 +233,7 @@ where
         let Some(filename) = field.file_name().map(str::to_owned) else {
             let mut value = BytesMut::new();
             while let Some(chunk) = field.chunk().await.map_err(multer_error)? {
+                advanced();
                 if (value.len() + chunk.len()) as u64 > limits.max_field_size {
                     return Err(FormError::FieldTooLarge {
                         name,
@@ -223,6 +264,7 @@ where
         let mut memory = BytesMut::new();
         let mut spooled: Option<(PathBuf, tokio::fs::File)> = None;
         while let Some(chunk) = field.chunk().await.map_err(multer_error)? {
+            advanced();
             size += chunk.len() as u64;
             if size > file_limit {
                 return Err(FormError::FileTooLarge {
@@ -288,9 +330,10 @@ pub(crate) fn start_parse(
             Err(err) => Err(err),
             Ok(Some(FormKind::UrlEncoded)) => pyhost_core::form::parse_urlencoded(&body, &limits),
             Ok(Some(FormKind::Multipart(boundary))) => {
-                let chunk = futures_util::stream::iter([Ok::<_, BodyError>(body)]);
+                // In memory already: nothing to guard.
+                let chunk = futures_util::stream::iter([Ok::<_, FormError>(body)]);
                 let mut spool = Spool::default();
-                parse_multipart(chunk, boundary, &limits, &mut spool).await
+                parse_multipart(chunk, boundary, &limits, &mut spool, None).await
             }
             Ok(None) if body.is_empty() => Ok(ParsedForm::default()),
             Ok(None) => Err(FormError::NotAForm("(none)".to_owned())),
