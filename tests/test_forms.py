@@ -400,3 +400,28 @@ def test_endless_part_headers_are_cut_off(served: Server) -> None:
     assert sent < 50 * MIB
     assert response.status == 400
     assert "within 1048576 bytes" in response.json()["detail"]
+
+
+def test_small_files_past_the_memory_budget_are_spooled(served: Server, spool: Path) -> None:
+    # 20 files of 900 KiB, each under the spool threshold: 17.6 MiB together, past the 16 MiB
+    # a form may keep in memory, so the last ones go to disk all the same.
+    files = [("f", (f"{index}.bin", b"s" * (900 * 1024))) for index in range(20)]
+    answered = post(served, "/form?read=false", files=files)
+    assert answered.status_code == 200, answered.text
+    in_memory = [value["in_memory"] for _, value in answered.json()["fields"]]
+    assert in_memory[0] is True
+    assert in_memory[-1] is False
+    assert in_memory.count(True) == 18
+    assert wait_until(lambda: spooled(spool) == [], 5)
+
+
+def test_text_fields_past_the_memory_budget_are_refused(
+    pyhost_bin: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    with uploads_server(pyhost_bin, tmp_path_factory, "") as (server, _spool):
+        fields = [(f"t{index}", (None, b"t" * MIB)) for index in range(17)]
+        answered = post(server, "/form", files=fields)
+    assert answered.status_code == 413
+    assert answered.json()["detail"] == (
+        "Form fields too large together: the limit is 16777216 bytes of text"
+    )

@@ -42,6 +42,12 @@ impl Default for FormLimits {
     }
 }
 
+/// The most a multipart form parsed while it arrives keeps in memory: its text fields (more
+/// is a 413) and its files under the spool threshold (past it, the next files are spooled
+/// whatever their size). The body limit of a route taking uploads can be large; this keeps
+/// what one request holds in memory small whatever the parts are.
+pub const MEMORY_BUDGET: u64 = 16 * 1024 * 1024;
+
 /// What kind of form a body is, from its `Content-Type`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FormKind {
@@ -147,6 +153,9 @@ pub enum FormError {
         /// The limit.
         limit: u64,
     },
+    /// Text fields over [`MEMORY_BUDGET`] together.
+    #[error("Form fields too large together: the limit is {0} bytes of text")]
+    FieldsTooLarge(u64),
     /// A file over `server.form_max_file_size`.
     #[error("File {name:?} too large: the limit is {limit} bytes")]
     FileTooLarge {
@@ -170,12 +179,6 @@ pub enum FormError {
 }
 
 impl FormError {
-    /// Whether the connection must be closed after the answer: the rest of the body was not
-    /// read, or cannot be trusted.
-    pub fn closes(&self) -> bool {
-        !matches!(self, FormError::NotAForm(_))
-    }
-
     /// The answer to send.
     pub fn into_reply(self) -> Reply {
         let status = match &self {
@@ -183,6 +186,7 @@ impl FormError {
             FormError::Malformed(_) | FormError::Read(_) => StatusCode::BAD_REQUEST,
             FormError::TooManyParts(_)
             | FormError::FieldTooLarge { .. }
+            | FormError::FieldsTooLarge(_)
             | FormError::FileTooLarge { .. }
             | FormError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             FormError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,

@@ -27,7 +27,9 @@ use tokio::sync::mpsc;
 
 use crate::streaming::channel::{self, Empty, LoopReceiver};
 use crate::streaming::request_body::{BodyError, Frames, http_error};
-use pyhost_core::form::{FileContent, FilePart, FormError, FormKind, FormLimits, ParsedForm};
+use pyhost_core::form::{
+    FileContent, FilePart, FormError, FormKind, FormLimits, MEMORY_BUDGET, ParsedForm,
+};
 
 /// The runtime lazily parsed forms run on, remembered from the first request with a body.
 static RUNTIME: OnceLock<tokio::runtime::Handle> = OnceLock::new();
@@ -219,6 +221,10 @@ where
     };
     let mut multipart = multer::Multipart::new(stream, boundary);
     let mut form = ParsedForm::default();
+    // Bytes of text fields and in-memory files held so far (`MEMORY_BUDGET`); a form parsed
+    // from a body in memory already (nothing spooled) is bounded by its body limit instead.
+    let mut in_memory: u64 = 0;
+    let spools = limits.spool_threshold != u64::MAX;
     while let Some(mut field) = multipart.next_field().await.map_err(multer_error)? {
         advanced();
         if form.order.len() >= limits.max_parts {
@@ -240,8 +246,12 @@ where
                         limit: limits.max_field_size,
                     });
                 }
+                if spools && in_memory + (value.len() + chunk.len()) as u64 > MEMORY_BUDGET {
+                    return Err(FormError::FieldsTooLarge(MEMORY_BUDGET));
+                }
                 value.extend_from_slice(&chunk);
             }
+            in_memory += value.len() as u64;
             let value = String::from_utf8(value.to_vec())
                 .map_err(|_| FormError::Malformed(format!("field {name:?} is not UTF-8 text")))?;
             form.order.push((false, form.fields.len()));
@@ -272,7 +282,8 @@ where
                     limit: file_limit,
                 });
             }
-            if spooled.is_none() && size > limits.spool_threshold {
+            let over_budget = spools && in_memory + size > MEMORY_BUDGET;
+            if spooled.is_none() && (size > limits.spool_threshold || over_budget) {
                 let (path, mut file) = spool.create().await.map_err(spool_error)?;
                 file.write_all(&memory).await.map_err(spool_error)?;
                 memory = BytesMut::new();
@@ -288,7 +299,10 @@ where
                 file.flush().await.map_err(spool_error)?;
                 FileContent::Spooled(path)
             }
-            None => FileContent::Memory(memory.freeze()),
+            None => {
+                in_memory += size;
+                FileContent::Memory(memory.freeze())
+            }
         };
         form.order.push((true, form.files.len()));
         form.files.push(FilePart {
