@@ -181,7 +181,12 @@ pub enum FormError {
 impl FormError {
     /// The answer to send.
     pub fn into_reply(self) -> Reply {
-        let status = match &self {
+        Reply::detail(self.status(), self.to_string())
+    }
+
+    /// The status that answers it.
+    pub fn status(&self) -> StatusCode {
+        match self {
             FormError::NotAForm(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             FormError::Malformed(_) | FormError::Read(_) => StatusCode::BAD_REQUEST,
             FormError::TooManyParts(_)
@@ -191,8 +196,7 @@ impl FormError {
             | FormError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             FormError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             FormError::Spool(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        Reply::detail(status, self.to_string())
+        }
     }
 }
 

@@ -381,14 +381,7 @@ impl PendingForm {
             .try_recv();
         match item {
             Ok(Ok(form)) => to_python(py, form).map(Some),
-            Ok(Err(err)) => {
-                let reply = err.into_reply();
-                let detail = serde_json::from_slice::<serde_json::Value>(&reply.body)
-                    .ok()
-                    .and_then(|value| value.get("detail")?.as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                Err(http_error(py, reply.status.as_u16(), detail)?)
-            }
+            Ok(Err(err)) => Err(http_error(py, err.status().as_u16(), err.to_string())?),
             Err(Empty::Waiting) => Ok(None),
             Err(Empty::Closed) => Err(http_error(
                 py,
