@@ -95,6 +95,8 @@ impl HttpService {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or_default()
             ^ u64::from(std::process::id());
+        // `await request.form()` on the loop thread parses under the same limits.
+        crate::streaming::form::set_limits(server.forms);
         Self {
             bridge,
             admission: Admission::new(server).with_cors(config.cors.clone()),
@@ -111,10 +113,7 @@ impl HttpService {
                 .and_then(|link| link.max_requests)
                 .unwrap_or(u64::MAX),
             middleware: Middleware::new(config),
-            forms: {
-                crate::streaming::form::set_limits(server.forms);
-                server.forms
-            },
+            forms: server.forms,
         }
     }
 

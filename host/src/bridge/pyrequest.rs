@@ -110,6 +110,7 @@ fn cached<'py>(
 }
 
 impl PyRequest {
+    /// Starts parsing `body` as this request's form on tokio; the `_PendingForm` to await.
     fn parse_form(&self, py: Python<'_>, body: bytes::Bytes) -> PyResult<Py<PyAny>> {
         let content_type = self.data.headers.get(http::header::CONTENT_TYPE).cloned();
         let pending = crate::streaming::form::start_parse(
@@ -120,6 +121,7 @@ impl PyRequest {
         Ok(Py::new(py, pending)?.into_any())
     }
 
+    /// The whole body parsed as JSON, cached (routes that are not `stream=True`).
     fn json_value<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         // Both keep the body's key order (see `json::parse_to_python` for why two ways).
         cached(py, &self.json, || {
