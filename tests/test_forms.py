@@ -425,3 +425,14 @@ def test_text_fields_past_the_memory_budget_are_refused(
     assert answered.json()["detail"] == (
         "Form fields too large together: the limit is 16777216 bytes of text"
     )
+
+
+def test_spooled_files_are_removed_when_the_handler_times_out(served: Server, spool: Path) -> None:
+    with served.client() as http:
+        http.post("/reset")
+    answered = post(served, "/form-times-out", files={"f": ("f.bin", b"t" * (2 * MIB))})
+    assert answered.status_code == 504
+    with served.client() as http:
+        (path,) = http.get("/progress").json()["paths"]
+    assert Path(path).parent == spool
+    assert wait_until(lambda: spooled(spool) == [], 5)

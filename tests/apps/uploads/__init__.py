@@ -169,3 +169,11 @@ async def form_waits(request: Any) -> dict[str, Any]:
     seen["paths"] = [upload.path for _, upload in form.files()]
     await asyncio.sleep(3600)
     return {}
+
+
+@router.post("/form-times-out", form={}, body_limit="64 MiB", timeout=1)
+async def form_times_out(request: Any) -> dict[str, Any]:
+    form = await request.form()
+    seen["paths"] = [upload.path for _, upload in form.files()]
+    await asyncio.sleep(3600)
+    return {}
