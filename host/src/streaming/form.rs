@@ -471,3 +471,119 @@ pub(crate) fn set_limits(limits: FormLimits) {
 pub(crate) fn limits() -> FormLimits {
     LIMITS.get().copied().unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(parts: &[(&str, Option<&str>, &[u8])]) -> Bytes {
+        let mut out = Vec::new();
+        for (name, filename, data) in parts {
+            out.extend_from_slice(b"--b\r\nContent-Disposition: form-data; name=\"");
+            out.extend_from_slice(name.as_bytes());
+            out.push(b'"');
+            if let Some(filename) = filename {
+                out.extend_from_slice(format!("; filename=\"{filename}\"").as_bytes());
+            }
+            out.extend_from_slice(b"\r\n\r\n");
+            out.extend_from_slice(data);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"--b--\r\n");
+        Bytes::from(out)
+    }
+
+    async fn parse(
+        data: Bytes,
+        limits: FormLimits,
+        spool: &mut Spool,
+    ) -> Result<ParsedForm, FormError> {
+        // Small pieces, as from a connection.
+        let pieces: Vec<Result<Bytes, FormError>> = data
+            .chunks(7)
+            .map(|piece| Ok(Bytes::copy_from_slice(piece)))
+            .collect();
+        parse_multipart(
+            futures_util::stream::iter(pieces),
+            "b".into(),
+            &limits,
+            spool,
+            None,
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_file_past_the_threshold_is_spooled_and_removed_with_its_spool() {
+        let limits = FormLimits {
+            spool_threshold: 10,
+            ..FormLimits::default()
+        };
+        let mut spool = Spool::default();
+        let form = parse(
+            body(&[
+                ("a", None, b"1"),
+                ("f", Some("f.bin"), &[7; 100]),
+                ("g", Some("g"), b"small"),
+            ]),
+            limits,
+            &mut spool,
+        )
+        .await
+        .unwrap();
+        assert_eq!(form.fields, [("a".to_owned(), "1".to_owned())]);
+        assert_eq!(form.order, [(false, 0), (true, 0), (true, 1)]);
+        let FileContent::Spooled(path) = &form.files[0].content else {
+            panic!("not spooled");
+        };
+        assert_eq!(std::fs::read(path).unwrap(), [7; 100]);
+        assert!(matches!(&form.files[1].content, FileContent::Memory(data) if data == "small"));
+        let path = path.clone();
+        drop(spool);
+        // Removed on a blocking thread: give it a moment.
+        for _ in 0..100 {
+            if !path.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn limits_and_malformed_bodies_are_errors() {
+        let few = FormLimits {
+            max_parts: 1,
+            ..FormLimits::default()
+        };
+        let two = body(&[("a", None, b"1"), ("b", None, b"2")]);
+        let mut spool = Spool::default();
+        assert!(matches!(
+            parse(two, few, &mut spool).await,
+            Err(FormError::TooManyParts(1))
+        ));
+        let small_files = FormLimits {
+            max_file_size: Some(3),
+            ..FormLimits::default()
+        };
+        assert!(matches!(
+            parse(body(&[("f", Some("f"), b"abcd")]), small_files, &mut spool).await,
+            Err(FormError::FileTooLarge { .. })
+        ));
+        let whole = body(&[("a", None, b"1")]);
+        let truncated = whole.slice(..whole.len() - 6);
+        assert!(matches!(
+            parse(truncated, FormLimits::default(), &mut spool).await,
+            Err(FormError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse(
+                body(&[("t", None, &[0xff, 0xfe])]),
+                FormLimits::default(),
+                &mut spool
+            )
+            .await,
+            Err(FormError::Malformed(_))
+        ));
+    }
+}

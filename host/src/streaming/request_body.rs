@@ -235,3 +235,56 @@ pub(crate) fn helpers(py: Python<'_>) -> PyResult<&Helpers> {
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{Full, StreamBody};
+
+    fn chunks(
+        pieces: &'static [&'static [u8]],
+    ) -> StreamBody<impl futures_util::Stream<Item = Result<http_body::Frame<Bytes>, std::io::Error>>>
+    {
+        StreamBody::new(futures_util::stream::iter(
+            pieces
+                .iter()
+                .map(|piece| Ok(http_body::Frame::data(Bytes::from_static(piece)))),
+        ))
+    }
+
+    #[tokio::test]
+    async fn frames_come_in_order_and_the_end_is_noted() {
+        let mut frames = Frames::new(chunks(&[b"ab", b"", b"cd"]), 10, Duration::from_secs(5));
+        assert_eq!(frames.next().await.unwrap().unwrap(), "ab");
+        assert_eq!(frames.next().await.unwrap().unwrap(), "cd");
+        assert!(!frames.finished());
+        assert!(frames.next().await.is_none());
+        assert!(frames.finished());
+    }
+
+    #[tokio::test]
+    async fn a_body_over_its_limit_fails_once() {
+        let mut frames = Frames::new(chunks(&[b"abc", b"def"]), 5, Duration::from_secs(5));
+        assert_eq!(frames.next().await.unwrap().unwrap(), "abc");
+        assert!(matches!(
+            frames.next().await,
+            Some(Err(BodyError::TooLarge(5)))
+        ));
+        assert!(frames.next().await.is_none());
+        assert!(!frames.finished());
+    }
+
+    #[tokio::test]
+    async fn a_pause_between_frames_times_out() {
+        let stalled = StreamBody::new(futures_util::stream::pending::<
+            Result<http_body::Frame<Bytes>, std::io::Error>,
+        >());
+        let mut frames = Frames::new(stalled, 5, Duration::from_millis(20));
+        assert!(matches!(
+            frames.next().await,
+            Some(Err(BodyError::Timeout(_)))
+        ));
+        let mut whole = Frames::new(Full::new(Bytes::from_static(b"x")), 5, Duration::ZERO);
+        assert!(whole.next().await.is_some());
+    }
+}
