@@ -275,3 +275,30 @@ def test_a_streamed_upload_over_http2(served: Server) -> None:
     result = json.loads(bytes(response.body))
     assert result["size"] == len(data)
     assert result["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_a_client_leaving_is_an_incomplete_body_not_an_end(
+    pyhost_bin: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Without cancel_on_disconnect the handler runs on after its client left: its stream must
+    # then raise, not end as if the body were complete.
+    with uploads_server(pyhost_bin, tmp_path_factory, "cancel_on_disconnect = false") as (
+        server,
+        _spool,
+    ):
+        with server.client() as http:
+            assert http.post("/recorded", content=b"c" * 1000).json() == {"size": 1000}
+            assert http.get("/progress").json()["outcome"] == ["complete", 1000]
+        sock = connect(server)
+        sock.sendall(head(server, "POST", "/recorded", {"Content-Length": str(64 * MIB)}))
+        sock.sendall(b"c" * (2 * MIB))
+        sock.close()
+
+        def outcome() -> object:
+            with server.client() as http:
+                return http.get("/progress").json().get("outcome")
+
+        assert wait_until(lambda: outcome() != ["complete", 1000], 10)
+        status, detail = outcome()  # type: ignore[misc]
+    assert status == 400
+    assert "Request body incomplete" in detail or "Could not read the request body" in detail

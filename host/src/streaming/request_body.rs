@@ -123,8 +123,10 @@ where
     }
 }
 
-/// Moves the body's chunks to the handler until the body ends, fails (the error is sent as
-/// the last item) or the handler's side of the channel is gone.
+/// Moves the body's chunks to the handler until the body ends (then an empty chunk says so),
+/// fails (the error is sent as the last item) or the handler's side of the channel is gone.
+/// A channel that closes without either (the request was dropped: its client left) is an
+/// incomplete body to the handler, never a finished one.
 pub(crate) async fn feed<B>(frames: &mut Frames<B>, tx: TokioSender<Result<Bytes, BodyError>>)
 where
     B: http_body::Body<Data = Bytes>,
@@ -134,6 +136,10 @@ where
         if tx.send(item).await.is_err() {
             return;
         }
+    }
+    if frames.finished() {
+        // `Frames` never yields an empty chunk: this one is the end.
+        let _ = tx.send(Ok(Bytes::new())).await;
     }
 }
 
@@ -154,13 +160,16 @@ pub(crate) enum BodySource {
 /// thread.
 #[pyclass(module = "pyhost", name = "_RequestBody")]
 pub(crate) struct RequestBody {
-    rx: Mutex<LoopReceiver<Result<Bytes, BodyError>>>,
+    /// The channel, and whether its end was seen.
+    rx: Mutex<(LoopReceiver<Result<Bytes, BodyError>>, bool)>,
 }
 
 impl RequestBody {
     /// Wraps the loop side of a body's channel.
     pub(crate) fn new(rx: LoopReceiver<Result<Bytes, BodyError>>) -> Self {
-        Self { rx: Mutex::new(rx) }
+        Self {
+            rx: Mutex::new((rx, false)),
+        }
     }
 }
 
@@ -169,16 +178,30 @@ impl RequestBody {
     /// The next chunk as `bytes`, `None` when none has arrived yet (await `ready()` and try
     /// again); raises `StopAsyncIteration` at the end and `HTTPError` when the body failed.
     fn try_next<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let item = self
+        let mut guard = self
             .rx
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .try_recv();
-        match item {
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (rx, ended) = &mut *guard;
+        if *ended {
+            return Err(PyStopAsyncIteration::new_err(()));
+        }
+        match rx.try_recv() {
+            Ok(Ok(chunk)) if chunk.is_empty() => {
+                *ended = true;
+                Err(PyStopAsyncIteration::new_err(()))
+            }
             Ok(Ok(chunk)) => Ok(Some(PyBytes::new(py, &chunk))),
-            Ok(Err(err)) => Err(http_error(py, err.status().as_u16(), err.to_string())?),
+            Ok(Err(err)) => {
+                *ended = true;
+                Err(http_error(py, err.status().as_u16(), err.to_string())?)
+            }
             Err(Empty::Waiting) => Ok(None),
-            Err(Empty::Closed) => Err(PyStopAsyncIteration::new_err(())),
+            Err(Empty::Closed) => Err(http_error(
+                py,
+                400,
+                "Request body incomplete: the connection closed before its end".to_owned(),
+            )?),
         }
     }
 
@@ -187,6 +210,7 @@ impl RequestBody {
         self.rx
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .0
             .ready(py)
     }
 }

@@ -8,7 +8,7 @@ import hashlib
 import os
 from typing import Any
 
-from pyhost import Form, Query, Router, UploadFile
+from pyhost import Form, HTTPError, Query, Router, UploadFile
 
 router = Router()
 
@@ -177,3 +177,17 @@ async def form_times_out(request: Any) -> dict[str, Any]:
     seen["paths"] = [upload.path for _, upload in form.files()]
     await asyncio.sleep(3600)
     return {}
+
+
+@router.post("/recorded", stream=True, body_limit="256 MiB", timeout=600)
+async def recorded(request: Any) -> dict[str, Any]:
+    """Records how its stream ended: completely, or with which error."""
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+    except HTTPError as error:
+        seen["outcome"] = [error.status, error.detail]
+        raise
+    seen["outcome"] = ["complete", size]
+    return {"size": size}
