@@ -132,6 +132,11 @@ pub(super) struct RawServer {
     pub(super) worker_lifetime_jitter: f64,
     /// `None`: any host.
     pub(super) allowed_hosts: Option<Vec<String>>,
+    pub(super) form_max_parts: usize,
+    pub(super) form_max_field_size: ByteSize,
+    /// `None`: the body limit bounds files.
+    pub(super) form_max_file_size: Option<ByteSize>,
+    pub(super) form_spool_threshold: ByteSize,
 }
 
 // --- the defaults --------------------------------------------------------------------------
@@ -181,6 +186,12 @@ impl Default for RawServer {
             worker_lifetime: 0.0,
             worker_lifetime_jitter: 0.0,
             allowed_hosts: None,
+            form_max_parts: 1000,
+            form_max_field_size: ByteSize::mib(1),
+            form_max_file_size: None,
+            // A file this large costs less on disk than in memory, and one this small is
+            // cheaper kept in memory than written and read back.
+            form_spool_threshold: ByteSize::mib(1),
         }
     }
 }
