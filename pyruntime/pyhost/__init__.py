@@ -14,13 +14,22 @@ from .datastructures import Headers, MutableHeaders, QueryParams, State
 from .host import CapabilityError, HostError, host, host_logging_handler
 from .params import REQUIRED, Cookie, Header, Query
 from .requests import Request
-from .responses import HTMLResponse, HTTPError, JSONResponse, PlainTextResponse, Response
+from .responses import (
+    HTMLResponse,
+    HTTPError,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 from .routing import Route, Router
 from .schema import json_schema
+from .sse import EventSourceResponse, ServerSentEvent
 
 __all__ = [
     "REQUIRED",
     "CapabilityError",
+    "EventSourceResponse",
     "Cookie",
     "HTMLResponse",
     "HTTPError",
@@ -36,7 +45,9 @@ __all__ = [
     "Response",
     "Route",
     "Router",
+    "ServerSentEvent",
     "State",
+    "StreamingResponse",
     "host",
     "host_logging_handler",
     "json_schema",
