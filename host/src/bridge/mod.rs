@@ -30,6 +30,7 @@ use pyhost_core::request::RequestData;
 use pyhost_core::routing::RouteTable;
 
 pub(crate) use event_loop::inspect;
+pub(crate) use completer::TaskMap;
 pub(crate) use queue::WakeQueue;
 
 /// What the loop thread is asked to do.
@@ -79,6 +80,7 @@ impl Bridge {
             message: format!("cannot create the wake-up eventfd: {err}"),
         })?);
         crate::streaming::channel::attach(queue.clone());
+        crate::streaming::producer::configure(config.server.stream_idle_timeout);
         let (ready, stopped) = event_loop::spawn(config, queue.clone())?;
         let (table, info) = ready;
         Ok(Self {

@@ -39,7 +39,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyType};
 use tokio::time::{Instant, Sleep};
 
 use super::body::{BoxError, Streamed};
@@ -86,29 +86,31 @@ pub(crate) enum StreamError {
 /// The timer of one silence rule: keep-alive bytes or the idle timeout.
 struct Silence {
     every: Duration,
-    sleep: Pin<Box<Sleep>>,
+    /// Made on the first poll: a tokio timer can only be made inside the runtime, and the
+    /// body is made on the loop thread.
+    sleep: Option<Pin<Box<Sleep>>>,
 }
 
 impl Silence {
     fn new(every: Duration) -> Self {
-        Self {
-            every,
-            sleep: Box::pin(tokio::time::sleep(every)),
-        }
+        Self { every, sleep: None }
     }
 
     /// Whether the stream has been silent for `every` since `last`. The timer is only moved
     /// when it fires, so a stream that flows pays one clock read per chunk, not a timer update.
     fn elapsed(&mut self, last: Instant, cx: &mut Context<'_>) -> bool {
+        let due = last + self.every;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
         loop {
-            if self.sleep.as_mut().poll(cx).is_pending() {
+            if sleep.as_mut().poll(cx).is_pending() {
                 return false;
             }
-            let due = last + self.every;
             if Instant::now() >= due {
                 return true;
             }
-            self.sleep.as_mut().reset(due);
+            sleep.as_mut().reset(due);
         }
     }
 }
@@ -124,6 +126,8 @@ pub(crate) struct ProducerBody {
     idle: Option<Silence>,
     /// Whether the body has ended (well or not): hyper dropping it then is no disconnect.
     done: bool,
+    /// Whether the body has already yielded once since it learnt the producer failed.
+    yielded_before_abort: bool,
 }
 
 impl ProducerBody {
@@ -156,6 +160,13 @@ impl http_body::Body for ProducerBody {
                 if this.end.load(Ordering::Acquire) == FINISHED {
                     this.done = true;
                     return Poll::Ready(None);
+                }
+                if !this.yielded_before_abort {
+                    // hyper gives up what it has not written yet when the body fails: one
+                    // round of Pending first lets it flush the head and the chunks before.
+                    this.yielded_before_abort = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
                 }
                 return this.fail(StreamError::Aborted);
             }
@@ -305,10 +316,11 @@ impl Sink {
     }
 }
 
-/// `pyhost._streaming.pump` and `asyncio.Task`, looked up once.
+/// `pyhost._streaming.pump`, `asyncio.Task` and `pyhost.StreamingResponse`, looked up once.
 struct Lookups {
     pump: Py<PyAny>,
     task: Py<PyAny>,
+    response: Py<PyType>,
 }
 
 static LOOKUPS: pyo3::sync::PyOnceLock<Lookups> = pyo3::sync::PyOnceLock::new();
@@ -318,8 +330,29 @@ fn lookups(py: Python<'_>) -> PyResult<&Lookups> {
         Ok(Lookups {
             pump: py.import("pyhost._streaming")?.getattr("pump")?.unbind(),
             task: py.import("asyncio")?.getattr("Task")?.unbind(),
+            response: py
+                .import("pyhost.responses")?
+                .getattr("StreamingResponse")?
+                .cast_into::<PyType>()?
+                .unbind(),
         })
     })
+}
+
+/// Whether a handler's `result` is a `StreamingResponse`. A subtype test on the MRO, like the
+/// completer's for `Response`: every result a handler returns pays it. GIL: held.
+pub(crate) fn is_streaming(result: &Bound<'_, PyAny>) -> bool {
+    let py = result.py();
+    let Ok(lookups) = lookups(py) else {
+        return false;
+    };
+    // SAFETY: the GIL is held; both pointers are live type objects.
+    unsafe {
+        pyo3::ffi::PyType_IsSubtype(
+            pyo3::ffi::Py_TYPE(result.as_ptr()),
+            lookups.response.bind(py).as_type_ptr(),
+        ) != 0
+    }
 }
 
 /// What a streamed response needs from its request.
@@ -383,6 +416,7 @@ pub(crate) fn start(response: &Bound<'_, PyAny>, origin: Origin<'_>) -> PyResult
         keepalive: keepalive.map(|(every, bytes)| (Silence::new(every), bytes)),
         idle: idle.map(Silence::new),
         done: false,
+        yielded_before_abort: false,
     };
     Ok(Started {
         body: Box::pin(body),
