@@ -450,8 +450,9 @@ def test_many_stalled_readers_of_endless_streams_cost_bounded_memory(
             for sock in sockets:
                 sock.close()
         assert wait_until(
-            lambda: sum(entry.startswith("finally s") for entry in state(server)["log"])
-            == STALLED_READERS,
+            lambda: (
+                sum(entry.startswith("finally s") for entry in state(server)["log"])
+                == STALLED_READERS
+            ),
             30,
         )
-

@@ -29,8 +29,8 @@ from .sse import EventSourceResponse, ServerSentEvent
 __all__ = [
     "REQUIRED",
     "CapabilityError",
-    "EventSourceResponse",
     "Cookie",
+    "EventSourceResponse",
     "HTMLResponse",
     "HTTPError",
     "Header",

@@ -59,7 +59,7 @@ async def pump(response: StreamingResponse, sink: Sink) -> None:
     encode = response.encode_chunk
     content = response.content
     try:
-        if hasattr(content, "__aiter__"):
+        if isinstance(content, AsyncIterable):
             complete = await _from_async(content, encode, sink)
         elif isinstance(content, list | tuple):
             complete = await _from_sequence(content, encode, sink)
@@ -68,7 +68,7 @@ async def pump(response: StreamingResponse, sink: Sink) -> None:
     except asyncio.CancelledError:
         sink.close()
         raise
-    except BaseException as exc:  # noqa: BLE001 - SystemExit too must not reach the loop
+    except BaseException as exc:
         sink.abort(exc)
         return
     if not complete:
@@ -147,4 +147,3 @@ def _close_on_thread(close: Callable[[], Any], lock: threading.Lock) -> None:
             )
 
     asyncio.get_running_loop().run_in_executor(None, run).add_done_callback(log_failure)
-

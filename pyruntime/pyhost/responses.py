@@ -313,13 +313,13 @@ class StreamingResponse(Response):
 
     >>> async def numbers():
     ...     for n in range(3):
-    ...         yield f"{n}\n"
+    ...         yield str(n)
     >>> StreamingResponse(numbers(), media_type="text/plain").status
     200
     """
 
-    content: AsyncIterable[bytes | str] | Iterable[bytes | str]
-    """What the body is read from, chunk by chunk."""
+    content: AsyncIterable[Any] | Iterable[Any]
+    """What the body is read from, chunk by chunk (each item through :meth:`encode_chunk`)."""
     _keepalive: tuple[float, bytes] | None = None
     # Host-internal: (seconds, bytes) the host sends whenever the producer has been silent
     # that long (EventSourceResponse's pings); None: nothing.

@@ -14,7 +14,7 @@ b'event: note\\ndata: one\\ndata: two\\nid: 7\\n\\n'
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, Callable, Iterable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from .responses import HeadersInput, StreamingResponse, _render_json, _type_name
 
@@ -66,7 +66,7 @@ class ServerSentEvent:
         self,
         data: Any = None,
         event: str | None = None,
-        id: str | None = None,  # noqa: A002 - the field's name in the standard
+        id: str | None = None,
         retry: int | None = None,
         comment: str | None = None,
     ) -> None:
@@ -153,7 +153,13 @@ class EventSourceResponse(StreamingResponse):
         status: int = 200,
         background: Callable[[], Any] | None = None,
     ) -> None:
-        super().__init__(events, status, headers, EVENT_STREAM, background=background)
+        super().__init__(
+            cast("AsyncIterable[str] | Iterable[str]", events),
+            status,
+            headers,
+            EVENT_STREAM,
+            background=background,
+        )
         if ping is not None and (
             isinstance(ping, bool) or not isinstance(ping, int | float) or ping < 0
         ):
@@ -161,9 +167,9 @@ class EventSourceResponse(StreamingResponse):
         self.ping = float(ping) if ping else None
         """Seconds between keep-alive comments while the producer is idle (None: none)."""
         self._keepalive = (self.ping, PING) if self.ping else None
-        if "cache-control" not in self.headers:
+        if self.headers.get("cache-control") is None:
             self.headers["cache-control"] = "no-cache"
-        if "x-accel-buffering" not in self.headers:
+        if self.headers.get("x-accel-buffering") is None:
             self.headers["x-accel-buffering"] = "no"
 
     def encode_chunk(self, chunk: Any) -> bytes:

@@ -29,8 +29,8 @@ use pyhost_core::config::Config;
 use pyhost_core::request::RequestData;
 use pyhost_core::routing::RouteTable;
 
-pub(crate) use event_loop::inspect;
 pub(crate) use completer::TaskMap;
+pub(crate) use event_loop::inspect;
 pub(crate) use queue::WakeQueue;
 
 /// What the loop thread is asked to do.

@@ -380,7 +380,10 @@ pub(crate) fn start(response: &Bound<'_, PyAny>, origin: Origin<'_>) -> PyResult
     if origin.head {
         let empty = http_body_util::Empty::<Bytes>::new();
         return Ok(Started {
-            body: Box::pin(http_body_util::BodyExt::map_err(empty, |never| match never {})),
+            body: Box::pin(http_body_util::BodyExt::map_err(
+                empty,
+                |never| match never {},
+            )),
             task: None,
         });
     }
