@@ -12,6 +12,7 @@ switched on with `?ws=1`. It is left off here until the server has WebSocket rou
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -189,10 +190,8 @@ def test_a_browser_event_source_receives_the_events(server: Server, tmp_path: Pa
             f"the page reported nothing; the server saw {reports(server)}"
         )
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(browser.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         browser.wait(10)
     seen = reports(server)
     (report,) = seen["reports"]

@@ -65,7 +65,9 @@ async def pump(response: StreamingResponse, sink: Sink) -> None:
             complete = await _from_sequence(content, encode, sink)
         else:
             complete = await _from_thread(iter(content), encode, sink)
-    except asyncio.CancelledError:
+    except (asyncio.CancelledError, GeneratorExit):
+        # Cancelled (the client went away, the stream timed out), or closed unfinished (the
+        # loop is shutting down): the response is cut short, nothing to log.
         sink.close()
         raise
     except BaseException as exc:

@@ -86,6 +86,20 @@ class ServerSentEvent:
 
     def encode(self) -> bytes:
         """The event as it goes on the wire, blank line included."""
+        data = self.data
+        if (
+            type(data) is str
+            and self.comment is None
+            and self.event is None
+            and self.retry is None
+            and "\n" not in data
+            and "\r" not in data
+        ):
+            # The common event, one line of text and perhaps an id, without the general path's
+            # list and splitting: the same bytes.
+            if self.id is None:
+                return f"data: {data}\n\n".encode()
+            return f"data: {data}\nid: {self.id}\n\n".encode()
         out: list[str] = []
         if self.comment is not None:
             out.extend(f": {line}\n" for line in _lines(self.comment))
