@@ -24,7 +24,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -94,6 +94,9 @@ pub(super) struct Outbox {
     taken: AtomicU64,
     open: AtomicUsize,
     events: AtomicU64,
+    /// Bytes written to the socket, and whether the last write was refused (`wire.rs`).
+    written: AtomicU64,
+    blocked: AtomicBool,
 }
 
 impl Outbox {
@@ -107,7 +110,29 @@ impl Outbox {
             taken: AtomicU64::new(0),
             open: AtomicUsize::new(0),
             events: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            blocked: AtomicBool::new(false),
         }
+    }
+
+    /// A write to the socket took `bytes`.
+    pub(super) fn wrote(&self, bytes: usize) {
+        self.written
+            .fetch_add(u64::try_from(bytes).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.blocked.store(false, Ordering::Relaxed);
+    }
+
+    /// A write to the socket was refused: the kernel's send buffer is full.
+    pub(super) fn write_blocked(&self) {
+        self.blocked.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the last write to the socket was refused, and the bytes written so far.
+    pub(super) fn writes(&self) -> (bool, u64) {
+        (
+            self.blocked.load(Ordering::Relaxed),
+            self.written.load(Ordering::Relaxed),
+        )
     }
 
     /// Response bytes this connection holds.
