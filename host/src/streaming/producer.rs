@@ -443,3 +443,117 @@ fn keepalive_of(response: &Bound<'_, PyAny>) -> PyResult<Option<(Duration, Bytes
     }
     Ok(Some((every, Bytes::from(bytes))))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn body(
+        keepalive: Option<(Duration, &'static [u8])>,
+        idle: Option<Duration>,
+    ) -> (LoopSender<Bytes>, Arc<AtomicU8>, ProducerBody) {
+        let (tx, rx) = channel::to_tokio::<Bytes>(CAPACITY);
+        let end = Arc::new(AtomicU8::new(OPEN));
+        let body = ProducerBody {
+            rx,
+            end: end.clone(),
+            key: 0,
+            request_id: Arc::from("test-1"),
+            last: Instant::now(),
+            keepalive: keepalive.map(|(every, bytes)| (Silence::new(every), Bytes::from(bytes))),
+            idle: idle.map(Silence::new),
+            done: false,
+            yielded_before_abort: false,
+        };
+        (tx, end, body)
+    }
+
+    async fn next(body: &mut ProducerBody) -> Option<Result<Bytes, String>> {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .expect("the body neither yielded nor ended within 10 s")?;
+        Some(
+            frame
+                .map(|frame| frame.into_data().unwrap_or_default())
+                .map_err(|err| err.to_string()),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_finished_stream_ends_after_its_chunks() {
+        let (tx, end, mut body) = body(None, None);
+        assert!(tx.try_send(Bytes::from_static(b"a")).is_ok());
+        assert!(tx.try_send(Bytes::from_static(b"b")).is_ok());
+        end.store(FINISHED, Ordering::Release);
+        drop(tx);
+        assert_eq!(next(&mut body).await, Some(Ok(Bytes::from_static(b"a"))));
+        assert_eq!(next(&mut body).await, Some(Ok(Bytes::from_static(b"b"))));
+        assert_eq!(next(&mut body).await, None);
+        assert!(http_body::Body::is_end_stream(&body));
+    }
+
+    #[tokio::test]
+    async fn a_producer_gone_before_its_end_fails_the_body() {
+        let (tx, _end, mut body) = body(None, None);
+        assert!(tx.try_send(Bytes::from_static(b"partial")).is_ok());
+        drop(tx);
+        assert_eq!(
+            next(&mut body).await,
+            Some(Ok(Bytes::from_static(b"partial")))
+        );
+        let failed = next(&mut body).await;
+        assert!(
+            matches!(&failed, Some(Err(message)) if message.contains("failed before the end")),
+            "{failed:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_channel_holds_the_producer_back() {
+        let (tx, _end, _body) = body(None, None);
+        for _ in 0..CAPACITY {
+            assert!(tx.try_send(Bytes::from_static(b"x")).is_ok());
+        }
+        assert!(matches!(
+            tx.try_send(Bytes::from_static(b"x")),
+            Err(Rejected::Full(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn keepalive_bytes_fill_the_silence() {
+        let (tx, _end, mut body) = body(Some((Duration::from_millis(20), b": ping\n\n")), None);
+        assert_eq!(
+            next(&mut body).await,
+            Some(Ok(Bytes::from_static(b": ping\n\n")))
+        );
+        assert_eq!(
+            next(&mut body).await,
+            Some(Ok(Bytes::from_static(b": ping\n\n")))
+        );
+        assert!(tx.try_send(Bytes::from_static(b"event")).is_ok());
+        assert_eq!(
+            next(&mut body).await,
+            Some(Ok(Bytes::from_static(b"event")))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_silent_producer_times_out() {
+        let (tx, _end, mut body) = body(None, Some(Duration::from_millis(20)));
+        assert!(tx.try_send(Bytes::from_static(b"first")).is_ok());
+        assert_eq!(
+            next(&mut body).await,
+            Some(Ok(Bytes::from_static(b"first")))
+        );
+        let failed = next(&mut body).await;
+        assert!(
+            matches!(&failed, Some(Err(message)) if message.contains("stream_idle_timeout")),
+            "{failed:?}"
+        );
+        // Ended: hyper dropping it now is not a disconnect.
+        assert!(body.done);
+        drop(tx);
+    }
+}
