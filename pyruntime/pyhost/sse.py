@@ -29,14 +29,17 @@ def _lines(text: str) -> list[str]:
     return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
-def _field(name: str, value: str | None) -> str | None:
-    if value is None:
-        return None
+def _refused(name: str, value: object) -> Exception:
+    """The error for a field ``value`` that cannot go on the wire (made only then)."""
+    if name == "retry":
+        if isinstance(value, bool) or not isinstance(value, int):
+            return TypeError(f"ServerSentEvent retry must be an int, got {_type_name(value)}")
+        return ValueError(f"ServerSentEvent retry must be >= 0 milliseconds, got {value}")
     if not isinstance(value, str):
-        raise TypeError(f"ServerSentEvent {name} must be a str, got {_type_name(value)}")
-    if "\r" in value or "\n" in value:
-        raise ValueError(f"ServerSentEvent {name} cannot contain a line break: {value!r}")
-    return value
+        return TypeError(f"ServerSentEvent {name} must be a str, got {_type_name(value)}")
+    if "\0" in value:
+        return ValueError(f"ServerSentEvent {name} cannot contain NUL: {value!r}")
+    return ValueError(f"ServerSentEvent {name} cannot contain a line break: {value!r}")
 
 
 class ServerSentEvent:
@@ -70,18 +73,19 @@ class ServerSentEvent:
         retry: int | None = None,
         comment: str | None = None,
     ) -> None:
-        self.data = data
-        self.event = _field("event", event)
-        self.id = _field("id", id)
-        if self.id is not None and "\0" in self.id:
-            raise ValueError(f"ServerSentEvent id cannot contain NUL: {self.id!r}")
-        if retry is not None and (isinstance(retry, bool) or not isinstance(retry, int)):
-            raise TypeError(f"ServerSentEvent retry must be an int, got {_type_name(retry)}")
-        if retry is not None and retry < 0:
-            raise ValueError(f"ServerSentEvent retry must be >= 0 milliseconds, got {retry}")
-        self.retry = retry
+        # The checks are inline: an event is made per message, often thousands a second.
+        if event is not None and (not isinstance(event, str) or "\n" in event or "\r" in event):
+            raise _refused("event", event)
+        if id is not None and (not isinstance(id, str) or "\n" in id or "\r" in id or "\0" in id):
+            raise _refused("id", id)
+        if retry is not None and (type(retry) is not int or retry < 0):
+            raise _refused("retry", retry)
         if comment is not None and not isinstance(comment, str):
-            raise TypeError(f"ServerSentEvent comment must be a str, got {_type_name(comment)}")
+            raise _refused("comment", comment)
+        self.data = data
+        self.event = event
+        self.id = id
+        self.retry = retry
         self.comment = comment
 
     def encode(self) -> bytes:
