@@ -406,6 +406,20 @@ def test_head_gets_the_head_only_and_never_runs_the_producer(server: Server) -> 
     assert "head" not in state(server)["progress"]
 
 
+def test_a_reader_that_takes_nothing_for_send_timeout_is_closed(
+    pyhost_bin: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    factory = ServerFactory(pyhost_bin, tmp_path_factory)
+    with factory.serve(APP, make_config(server="send_timeout = 1")) as server:
+        sock = open_raw(server, "/endless/never-reads", rcvbuf=4096)
+        try:
+            # The socket is never read: once the buffers are full nothing moves, and after
+            # send_timeout the server closes the connection, which stops the producer.
+            assert wait_until(lambda: "finally never-reads" in state(server)["log"], 30)
+        finally:
+            sock.close()
+
+
 def _rss_kib(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)

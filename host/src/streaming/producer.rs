@@ -215,11 +215,12 @@ impl Drop for ProducerBody {
         if self.done || self.end.load(Ordering::Acquire) != OPEN {
             return;
         }
-        // Dropped before its end: the client went away (or its connection was closed).
+        // Dropped before its end: the client went away, or its connection was closed (it took
+        // nothing for `server.send_timeout`, or the server is stopping).
         if let Some(held_back) = DISCONNECT_LOGS.admit() {
             tracing::info!(
-                "request {}: the client went away before the end of the stream; \
-                 stopping its producer{}",
+                "request {}: the client went away before the end of the stream (or its \
+                 connection was closed); stopping its producer{}",
                 self.request_id,
                 suppressed_note(held_back),
             );
