@@ -63,10 +63,15 @@ def send(port: int, path: str, count: int) -> None:
             reader.read(length)
 
 
-def total(binary: str, config: str, path: str, count: int, venv: str | None) -> int:
+def total(
+    binary: str, config: str, path: str, count: int, venv: str | None, keep: Path | None
+) -> int:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            out = keep / f"{Path(binary).parent.parent.name}-{count}.callgrind"
         env = dict(os.environ)
         if venv:
             env["VIRTUAL_ENV"] = venv
@@ -107,10 +112,13 @@ def main() -> None:
     parser.add_argument("--short", type=int, default=100)
     parser.add_argument("--long", type=int, default=4100)
     parser.add_argument("--venv", default=os.environ.get("VIRTUAL_ENV"))
+    parser.add_argument(
+        "--keep", type=Path, help="keep callgrind's files here, for callgrind_annotate"
+    )
     args = parser.parse_args()
     for binary in args.bin:
-        short = total(binary, args.config, args.path, args.short, args.venv)
-        long = total(binary, args.config, args.path, args.long, args.venv)
+        short = total(binary, args.config, args.path, args.short, args.venv, args.keep)
+        long = total(binary, args.config, args.path, args.long, args.venv, args.keep)
         per_request = (long - short) / (args.long - args.short)
         print(f"{binary}: {per_request:,.0f} instructions per request ({args.path})")
         sys.stdout.flush()

@@ -11,8 +11,9 @@ package, reads the routes and serves them, calling each handler with a :class:`R
 """
 
 from .datastructures import Headers, MutableHeaders, QueryParams, State
+from .forms import FormData, UploadFile
 from .host import CapabilityError, HostError, host, host_logging_handler
-from .params import REQUIRED, Cookie, Header, Query
+from .params import REQUIRED, Cookie, Form, Header, Query
 from .requests import Request
 from .responses import (
     HTMLResponse,
@@ -31,6 +32,8 @@ __all__ = [
     "CapabilityError",
     "Cookie",
     "EventSourceResponse",
+    "Form",
+    "FormData",
     "HTMLResponse",
     "HTTPError",
     "Header",
@@ -48,6 +51,7 @@ __all__ = [
     "ServerSentEvent",
     "State",
     "StreamingResponse",
+    "UploadFile",
     "host",
     "host_logging_handler",
     "json_schema",

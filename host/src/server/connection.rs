@@ -62,11 +62,16 @@ impl Connection {
         let Some(protocol) = first_bytes(&stream, peer, &shared).await else {
             return;
         };
-        let outbox = Arc::new(Outbox::new(
+        let outbox = Outbox::new(
             shared.budget.clone(),
             shared.drain.clone(),
             shared.limits.connection_response_buffer,
-        ));
+        );
+        let outbox = Arc::new(if protocol == Protocol::Http1 {
+            outbox.http1()
+        } else {
+            outbox
+        });
         let io = TokioIo::new(Wire::new(stream, outbox.clone()));
         let http1 = protocol != Protocol::Http2;
         let service = shared.service.clone();
