@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH};
 use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use tokio::sync::oneshot;
 
 use crate::bridge::Bridge;
@@ -22,6 +22,7 @@ use pyhost_core::admission::{Admission, Rejection, Routed};
 use pyhost_core::request::RequestData;
 use pyhost_core::routing::Route;
 
+use crate::intake::{self, Full, Intake};
 use crate::logging::{LogBudget, suppressed_note};
 use crate::slots::{Busy, Slot, Slots};
 
@@ -46,6 +47,8 @@ pub struct HttpService {
     request_timeout: Option<Duration>,
     cancel_on_disconnect: bool,
     slots: Slots,
+    /// What the bodies being read hold (`intake.rs`).
+    intake: Arc<Intake>,
     id_prefix: String,
     next_id: AtomicU64,
     /// The request id after which this worker asks its supervisor to replace it
@@ -108,6 +111,7 @@ impl HttpService {
             request_timeout: server.request_timeout,
             cancel_on_disconnect: server.cancel_on_disconnect,
             slots: Slots::new(server.max_in_flight, server.max_in_flight_per_client),
+            intake: Intake::new(server.request_buffer),
             id_prefix: crate::workers::link::current().map_or_else(
                 || format!("{:08x}", (seed ^ (seed >> 32)) as u32),
                 crate::workers::link::Link::request_id_prefix,
@@ -204,7 +208,10 @@ impl HttpService {
                 };
             }
             let limit = service.admission.body_limit(&request.routed.route);
-            let body = match service.read_body(body, &request.parts.headers, limit).await {
+            let body = match service
+                .read_body(body, &request.parts.headers, limit, request.client)
+                .await
+            {
                 Ok(body) => body,
                 Err(answer) => return answer,
             };
@@ -222,6 +229,7 @@ impl HttpService {
         body: B,
         headers: &http::HeaderMap,
         body_limit: u64,
+        client: Option<SocketAddr>,
     ) -> Result<Bytes, Answer>
     where
         B: http_body::Body<Data = Bytes>,
@@ -231,8 +239,8 @@ impl HttpService {
             return Err(self.admission.too_large(body_limit).into());
         }
         let limit = usize::try_from(body_limit).unwrap_or(usize::MAX);
-        let collected =
-            tokio::time::timeout(self.body_timeout, Limited::new(body, limit).collect()).await;
+        let charge = self.intake.begin(client.map(|address| address.ip()), limit);
+        let collected = tokio::time::timeout(self.body_timeout, collect(body, limit, charge)).await;
         let Ok(collected) = collected else {
             return Err(Answer::closing(Reply::detail(
                 StatusCode::REQUEST_TIMEOUT,
@@ -243,11 +251,24 @@ impl HttpService {
             )));
         };
         match collected {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
-                Err(self.admission.too_large(body_limit).into())
+            Ok(collected) => Ok(collected),
+            Err(Unread::TooLarge) => Err(self.admission.too_large(body_limit).into()),
+            Err(Unread::Full(full)) => {
+                let detail = match full {
+                    Full::Server => {
+                        "Server busy: request bodies being received fill the server's buffer; retry shortly"
+                    }
+                    Full::Client => {
+                        "Too much request body from this address at once; retry shortly"
+                    }
+                };
+                let mut reply = Reply::detail(StatusCode::SERVICE_UNAVAILABLE, detail);
+                reply
+                    .headers
+                    .push((http::header::RETRY_AFTER, HeaderValue::from_static("1")));
+                Err(Answer::closing(reply))
             }
-            Err(err) => Err(Answer::closing(Reply::detail(
+            Err(Unread::Broken(err)) => Err(Answer::closing(Reply::detail(
                 StatusCode::BAD_REQUEST,
                 format!("Could not read the request body: {err}"),
             ))),
@@ -464,6 +485,54 @@ fn into_response(answer: Answer, request_id: &str) -> Response<Body> {
         headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }
     response
+}
+
+/// Why a body was not read whole.
+enum Unread {
+    /// It passed its limit.
+    TooLarge,
+    /// The bodies being read hold all they may (`intake.rs`).
+    Full(Full),
+    /// The connection failed mid-body.
+    Broken(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Reads `body` whole: at most `limit` bytes, each frame charged to `charge` as it comes.
+async fn collect<B>(body: B, limit: usize, mut charge: intake::Charge) -> Result<Bytes, Unread>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut first: Option<Bytes> = None;
+    let mut rest: Vec<u8> = Vec::new();
+    let mut length = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| Unread::Broken(err.into()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        length = length.saturating_add(data.len());
+        if length > limit {
+            return Err(Unread::TooLarge);
+        }
+        charge.grow(data.len()).map_err(Unread::Full)?;
+        // One frame (most bodies) is kept as it came, without a copy.
+        match &first {
+            None if rest.is_empty() => first = Some(data),
+            _ => {
+                if let Some(first) = first.take() {
+                    rest.reserve(length);
+                    rest.extend_from_slice(&first);
+                }
+                rest.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(match first {
+        Some(first) => first,
+        None => Bytes::from(rest),
+    })
 }
 
 #[cfg(test)]

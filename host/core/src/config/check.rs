@@ -304,6 +304,7 @@ fn server(
         response_buffer: usize::try_from(server.response_buffer.as_u64()).unwrap_or(usize::MAX),
         connection_response_buffer: usize::try_from(server.connection_response_buffer.as_u64())
             .unwrap_or(usize::MAX),
+        request_buffer: usize::try_from(server.request_buffer.as_u64()).unwrap_or(usize::MAX),
         h2_max_concurrent_streams: server.h2_max_concurrent_streams,
         workers: server.workers,
         balance: server.balance,

@@ -121,6 +121,7 @@ pub(super) struct RawServer {
     pub(super) send_timeout: Option<f64>,
     pub(super) response_buffer: ByteSize,
     pub(super) connection_response_buffer: ByteSize,
+    pub(super) request_buffer: ByteSize,
     pub(super) h2_max_concurrent_streams: u32,
     pub(super) workers: Workers,
     pub(super) balance: Balance,
@@ -176,6 +177,9 @@ impl Default for RawServer {
             send_timeout: None,
             response_buffer: ByteSize::mib(64),
             connection_response_buffer: ByteSize::mib(8),
+            // 64 bodies at the default body_limit; far above what honest uploads hold at once
+            // (an upload that must be large is a `stream=True` route, which holds a few chunks).
+            request_buffer: ByteSize::mib(64),
             // RFC 9113 §6.5.2 recommends no fewer than 100; hyper's default is 200.
             h2_max_concurrent_streams: 100,
             workers: Workers::Count(1),

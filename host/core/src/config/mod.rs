@@ -148,6 +148,9 @@ pub struct ServerConfig {
     pub response_buffer: usize,
     /// The same for one connection (its HTTP/2 streams together).
     pub connection_response_buffer: usize,
+    /// Request body bytes held at once by the bodies being read, across all connections (a
+    /// quarter of it from one address); a body that would pass it gets 503.
+    pub request_buffer: usize,
     /// Streams a client may have open on one HTTP/2 connection.
     pub h2_max_concurrent_streams: u32,
     /// Worker processes serving the listener (`pyhost::workers`).
