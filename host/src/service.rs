@@ -157,7 +157,7 @@ impl HttpService {
                 Step::ReadBody(read) => read.await,
             };
             if let (Some(middleware), Some(seen)) = (&service.middleware, seen) {
-                middleware.finish(&seen, &mut answer.reply);
+                middleware.finish(&seen, &mut answer.reply, answer.body.is_some());
             }
             into_response(answer, &request_id)
         }
