@@ -22,23 +22,42 @@ pub enum TargetError {
 
 /// Decodes a path (or a path parameter) strictly.
 pub fn decode_path(raw: &str) -> Result<String, TargetError> {
+    // Most paths have nothing to decode: one pass over the bytes settles them (the general
+    // way below took about 570 instructions for `/hello`, by callgrind).
+    if !raw.contains('%') {
+        if raw.contains('\0') {
+            return Err(TargetError::Nul);
+        }
+        if has_dot_segment(raw) {
+            return Err(TargetError::DotSegment);
+        }
+        return Ok(raw.to_owned());
+    }
     let decoded = percent_decode_str(raw)
         .decode_utf8()
         .map_err(|_| TargetError::NotUtf8("path"))?;
     if decoded.contains('\0') {
         return Err(TargetError::Nul);
     }
-    if decoded
-        .split('/')
-        .any(|segment| segment == "." || segment == "..")
-    {
+    if has_dot_segment(&decoded) {
         return Err(TargetError::DotSegment);
     }
     Ok(decoded.into_owned())
 }
 
+/// Whether a `/`-separated segment of `path` is `.` or `..`.
+fn has_dot_segment(path: &str) -> bool {
+    path.contains('.')
+        && path
+            .split('/')
+            .any(|segment| segment == "." || segment == "..")
+}
+
 /// Splits and decodes a query string (`+` is a space), keeping repeats and order.
 pub fn decode_query(raw: &str) -> Result<Vec<(String, String)>, TargetError> {
+    if raw.is_empty() {
+        return Ok(Vec::new());
+    }
     let decode = |text: &str| -> Result<String, TargetError> {
         let spaced = text.replace('+', " ");
         percent_decode_str(&spaced)
