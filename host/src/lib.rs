@@ -43,6 +43,7 @@ mod service;
 mod services;
 mod signals;
 mod slots;
+mod streaming;
 mod supervisor;
 pub mod workers;
 

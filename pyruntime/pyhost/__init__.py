@@ -14,7 +14,14 @@ from .datastructures import Headers, MutableHeaders, QueryParams, State
 from .host import CapabilityError, HostError, host, host_logging_handler
 from .params import REQUIRED, Cookie, Header, Query
 from .requests import Request
-from .responses import HTMLResponse, HTTPError, JSONResponse, PlainTextResponse, Response
+from .responses import (
+    FileResponse,
+    HTMLResponse,
+    HTTPError,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+)
 from .routing import Route, Router
 from .schema import json_schema
 
@@ -22,6 +29,7 @@ __all__ = [
     "REQUIRED",
     "CapabilityError",
     "Cookie",
+    "FileResponse",
     "HTMLResponse",
     "HTTPError",
     "Header",
