@@ -1,9 +1,16 @@
-//! The byte movers: response and request bodies that are not one buffer, and their
-//! backpressure.
+//! The byte movers: bodies that cross between tokio and the loop thread a piece at a time.
 //!
+//! - [`channel`]: the bounded channels both ways, with the loop side's wake-ups;
+//! - [`body`]: the response body the service hands to hyper (or to an embedder): whole, or
+//!   streamed after the head.
 //! - [`file`]: one file, read on tokio's blocking pool and sent in chunks, with its validators,
 //!   preconditions and ranges (`FileResponse` and the static mounts).
 //! - [`static_files`]: the `[static]` mounts, and which file a request path names.
 
+// Until every kind of stream is served, some of the channel's ends have no user yet.
+#[allow(dead_code)]
+pub(crate) mod body;
+#[allow(dead_code)]
+pub(crate) mod channel;
 pub(crate) mod file;
 pub(crate) mod static_files;
