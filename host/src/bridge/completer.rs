@@ -196,7 +196,7 @@ impl Completer {
         );
         match converted {
             Ok(reply) => {
-                self.send_reply(reply);
+                self.send(reply);
                 self.start_background(result);
             }
             Err(err) => self.conversion_failed(err),

@@ -40,8 +40,12 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
 use pyhost_core::reply::Reply;
 use tokio::task::JoinHandle;
+
+use super::body::{BoxError, Deferred};
+use crate::logging::{LogBudget, suppressed_note};
 
 /// The size of the reads a file body is made of. Measured with `bench/run.py`'s file scenario
 /// (100 MiB over loopback, `docs/files.md`): 64 KiB pays the blocking-pool hop four times as
@@ -213,13 +217,61 @@ pub(crate) async fn serve(request: FileRequest) -> Result<(Reply, Option<FileBod
     Ok(answer(opened, &request))
 }
 
+/// Missing or unreadable files logged per second: a handler may name a file from the request.
+static FILE_LOGS: LogBudget = LogBudget::new(20);
+
+/// Turns a file or a static request into its answer: the head, and the body to stream after
+/// it. A `head` request gets the `GET` answer's headers and no body. Runs on a tokio worker;
+/// the file work goes to the blocking pool.
+pub(crate) async fn resolve(
+    deferred: Deferred,
+    head: bool,
+    request_id: &str,
+) -> (Reply, Option<Deferred>) {
+    let (reply, body) = match deferred {
+        Deferred::File(mut request) => {
+            if head {
+                request.method = Method::Head;
+            }
+            let path = request.path.clone();
+            match serve(*request).await {
+                Ok(answer) => answer,
+                Err(err) => {
+                    if let Some(held_back) = FILE_LOGS.admit() {
+                        let note = suppressed_note(held_back);
+                        match err {
+                            FileError::NotFound(_) => tracing::warn!(
+                                "request {request_id}: FileResponse names {}, which does not exist{note}",
+                                path.display()
+                            ),
+                            _ => tracing::error!("request {request_id}: FileResponse: {err}{note}"),
+                        }
+                    }
+                    (err.reply(), None)
+                }
+            }
+        }
+        Deferred::Static(request) => super::static_files::serve(*request).await,
+        stream @ Deferred::Stream(_) => return (Reply::empty(StatusCode::OK), Some(stream)),
+    };
+    let body = body.map(|body| Deferred::Stream(Box::pin(body.map_err(BoxError::from))));
+    (reply, body)
+}
+
 /// The answer to `request` from the opened file: its head (the `Reply`, whose body is empty
 /// unless the answer is an error) and, for a `GET` answered with bytes, the body to stream.
 /// Every answer that could carry the file says its length in `Content-Length`, `HEAD`'s too.
 pub(crate) fn answer(opened: Opened, request: &FileRequest) -> (Reply, Option<FileBody>) {
     let validators = Validators::of(&opened);
     let mut reply = Reply::empty(request.status);
-    reply.headers.extend(request.headers.iter().cloned());
+    // The framing is ours to say.
+    reply.headers.extend(
+        request
+            .headers
+            .iter()
+            .filter(|(name, _)| name != CONTENT_LENGTH && name != CONTENT_RANGE)
+            .cloned(),
+    );
     let conditional = request.status == StatusCode::OK && request.method != Method::Other;
     if conditional {
         validators.add_to(&mut reply.headers);
@@ -239,7 +291,9 @@ pub(crate) fn answer(opened: Opened, request: &FileRequest) -> (Reply, Option<Fi
             Precondition::Proceed => {}
         }
     }
-    reply.headers.push((CONTENT_TYPE, content_type(request)));
+    if !reply.headers.iter().any(|(name, _)| name == CONTENT_TYPE) {
+        reply.headers.push((CONTENT_TYPE, content_type(request)));
+    }
     let mut start = 0;
     let mut len = opened.len;
     if conditional
@@ -543,16 +597,27 @@ impl FileBody {
         let offset = self.offset;
         self.offset += n as u64;
         self.unread -= n as u64;
+        // Allocated here, on the tokio worker that will also free it: an allocation made on
+        // the blocking pool's threads would spread the chunks over as many allocator heaps as
+        // there are threads, each keeping its freed pages (measured: 50 stalled downloads
+        // took about twice the memory that way).
+        let buffer = BytesMut::with_capacity(n);
         self.reading = Some(tokio::task::spawn_blocking(move || {
-            read_chunk(&file, offset, n)
+            read_chunk(&file, offset, buffer, n)
         }));
     }
 }
 
-/// Reads exactly `n` bytes at `offset`; a file that ends sooner has shrunk since it was
-/// opened, and the response is cut short (its client sees it incomplete).
-fn read_chunk(file: &std::fs::File, offset: u64, n: usize) -> io::Result<Bytes> {
-    let mut buffer = BytesMut::zeroed(n);
+/// Reads exactly `n` bytes at `offset` into `buffer` (empty, with room for `n`); a file that
+/// ends sooner has shrunk since it was opened, and the response is cut short (its client sees
+/// it incomplete).
+fn read_chunk(
+    file: &std::fs::File,
+    offset: u64,
+    mut buffer: BytesMut,
+    n: usize,
+) -> io::Result<Bytes> {
+    buffer.resize(n, 0);
     let mut filled = 0;
     while filled < n {
         match file.read_at(&mut buffer[filled..], offset + filled as u64) {

@@ -34,6 +34,7 @@ use http::{HeaderValue, StatusCode};
 use percent_encoding::percent_decode_str;
 use pyhost_core::config::StaticMount;
 use pyhost_core::reply::Reply;
+use pyhost_core::routing::RouteTable;
 
 use super::file::{self, Conditions, FileBody, FileError, FileRequest, Method, Opened};
 
@@ -74,6 +75,22 @@ impl StaticFiles {
                 })
                 .collect(),
         })
+    }
+
+    /// Logs a warning for each route under a mount: the mount answers its paths, so the
+    /// route (or, for a template, its paths under the prefix) is never reached.
+    pub(crate) fn warn_shadowed(&self, routes: &RouteTable) {
+        for route in routes.routes() {
+            let literal = route.template.split('{').next().unwrap_or_default();
+            if let Some(prefix) = self.prefix_of(literal) {
+                tracing::warn!(
+                    "route {} {} ({}) is under the [static] mount {prefix}, which answers its paths first: the route is not reached there",
+                    route.method,
+                    route.template,
+                    route.handler_name,
+                );
+            }
+        }
     }
 
     /// The prefix of the mount that takes `path`, if any.
@@ -117,8 +134,9 @@ enum Refused {
 /// The path under the mount's directory that `rest` (percent-encoded) names, and whether it
 /// ended with `/`.
 fn relative_path(rest: &str) -> Result<(PathBuf, bool), Refused> {
+    // The prefix alone (`/assets`) names the directory without its `/`.
+    let slash = rest.ends_with('/');
     let trimmed = rest.strip_prefix('/').unwrap_or(rest);
-    let slash = trimmed.is_empty() || trimmed.ends_with('/');
     let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
     let mut relative = PathBuf::new();
     if trimmed.is_empty() {
@@ -251,7 +269,7 @@ mod tests {
     #[test]
     fn paths_are_checked_segment_by_segment() {
         let ok = |rest: &str| relative_path(rest).map(|(p, s)| (p.to_string_lossy().into_owned(), s));
-        assert_eq!(ok(""), Ok((String::new(), true)));
+        assert_eq!(ok(""), Ok((String::new(), false)));
         assert_eq!(ok("/"), Ok((String::new(), true)));
         assert_eq!(ok("/a/b.txt"), Ok(("a/b.txt".to_owned(), false)));
         assert_eq!(ok("/a/"), Ok(("a".to_owned(), true)));
