@@ -291,7 +291,8 @@ def test_content_disposition_encodes_a_non_ascii_name(server: Server) -> None:
     response = get(server, "/download")
     assert response.status == 200
     assert response.header("content-disposition") == (
-        "attachment; filename=\"_bersicht _2026_.txt\"; filename*=UTF-8''%C3%9Cbersicht%20%222026%22.txt"
+        'attachment; filename="_bersicht _2026_.txt"; '
+        "filename*=UTF-8''%C3%9Cbersicht%20%222026%22.txt"
     )
     assert get(server, "/inline").header("content-disposition") == 'inline; filename="a.txt"'
 
@@ -560,7 +561,9 @@ def test_static_config_errors_name_the_file_and_key(
         (f'"/hello.txt" = {str(tree.public / "hello.txt")!r}', "is not one"),
     ]:
         config = make_config() + f"\n[static]\n{table}\n"
-        path = server_factory.write_app({"app.py": "from pyhost import Router\nrouter = Router()\n"}, config)
+        path = server_factory.write_app(
+            {"app.py": "from pyhost import Router\nrouter = Router()\n"}, config
+        )
         result = server_factory.run("check", "--config", str(path))
         assert result.returncode != 0, table
         assert "static." in result.output and str(path) in result.output, result.output

@@ -149,8 +149,7 @@ impl HttpService {
             };
             // A file is opened and checked before the head goes out; boxed, so the future
             // of every other request does not grow by the file's.
-            if let Some(deferred @ (Deferred::File(_) | Deferred::Static(_))) = answer.body.take()
-            {
+            if let Some(deferred @ (Deferred::File(_) | Deferred::Static(_))) = answer.body.take() {
                 (answer.reply, answer.body) =
                     Box::pin(file::resolve(deferred, answer.head, &request_id)).await;
             }

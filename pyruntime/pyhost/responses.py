@@ -343,7 +343,7 @@ class FileResponse(Response):
         if not isinstance(self.path, str):
             raise TypeError(f"path must be a str or os.PathLike[str], got {path!r}")
         self.filename = filename
-        if filename is not None and "content-disposition" not in self.headers:
+        if filename is not None and self.headers.get("content-disposition") is None:
             self.headers["content-disposition"] = _content_disposition(
                 content_disposition_type, filename
             )

@@ -47,7 +47,10 @@ pub(crate) fn from_result(result: &Bound<'_, PyAny>) -> Result<HandlerReply, Con
     let sdk = sdk(py).map_err(|err| ConvertError::Invalid(err.to_string()))?;
     if result.is_instance(sdk.response.bind(py)).unwrap_or(false) {
         // Only responses pay for this test.
-        if result.is_instance(sdk.file_response.bind(py)).unwrap_or(false) {
+        if result
+            .is_instance(sdk.file_response.bind(py))
+            .unwrap_or(false)
+        {
             return from_file_response(result);
         }
         return from_response_object(result).map(HandlerReply::from);

@@ -280,7 +280,8 @@ pub(crate) fn answer(opened: Opened, request: &FileRequest) -> (Reply, Option<Fi
             .push((ACCEPT_RANGES, HeaderValue::from_static("bytes")));
         match precondition(&request.conditions, &validators) {
             Precondition::Failed => {
-                let mut failed = Reply::detail(StatusCode::PRECONDITION_FAILED, "Precondition Failed");
+                let mut failed =
+                    Reply::detail(StatusCode::PRECONDITION_FAILED, "Precondition Failed");
                 validators.add_to(&mut failed.headers);
                 return (failed, None);
             }
@@ -304,10 +305,8 @@ pub(crate) fn answer(opened: Opened, request: &FileRequest) -> (Reply, Option<Fi
         match parse_range(range.as_bytes(), opened.len) {
             ByteRange::Ignored => {}
             ByteRange::Unsatisfiable => {
-                let mut refused = Reply::detail(
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    "Range Not Satisfiable",
-                );
+                let mut refused =
+                    Reply::detail(StatusCode::RANGE_NOT_SATISFIABLE, "Range Not Satisfiable");
                 if let Ok(value) = HeaderValue::from_str(&format!("bytes */{}", opened.len)) {
                     refused.headers.push((CONTENT_RANGE, value));
                 }
@@ -327,8 +326,8 @@ pub(crate) fn answer(opened: Opened, request: &FileRequest) -> (Reply, Option<Fi
         }
     }
     reply.headers.push((CONTENT_LENGTH, HeaderValue::from(len)));
-    let body = (request.method != Method::Head && len > 0)
-        .then(|| FileBody::new(opened.file, start, len));
+    let body =
+        (request.method != Method::Head && len > 0).then(|| FileBody::new(opened.file, start, len));
     (reply, body)
 }
 
@@ -527,7 +526,12 @@ fn parse_range(value: &[u8], len: u64) -> ByteRange {
             return None;
         }
         // Past u64: a position no file reaches.
-        Some(std::str::from_utf8(digits).ok()?.parse().unwrap_or(u64::MAX))
+        Some(
+            std::str::from_utf8(digits)
+                .ok()?
+                .parse()
+                .unwrap_or(u64::MAX),
+        )
     };
     if first.is_empty() {
         let Some(suffix) = number(last) else {
@@ -684,16 +688,46 @@ mod tests {
     #[test]
     fn ranges_parse_as_rfc_9110_says() {
         use ByteRange::*;
-        assert_eq!(parse_range(b"bytes=0-9", 100), Satisfiable { first: 0, last: 9 });
-        assert_eq!(parse_range(b"bytes=90-", 100), Satisfiable { first: 90, last: 99 });
-        assert_eq!(parse_range(b"bytes=90-500", 100), Satisfiable { first: 90, last: 99 });
-        assert_eq!(parse_range(b"bytes=-10", 100), Satisfiable { first: 90, last: 99 });
-        assert_eq!(parse_range(b"bytes=-1000", 100), Satisfiable { first: 0, last: 99 });
-        assert_eq!(parse_range(b"Bytes = 5-5 ", 100), Satisfiable { first: 5, last: 5 });
+        assert_eq!(
+            parse_range(b"bytes=0-9", 100),
+            Satisfiable { first: 0, last: 9 }
+        );
+        assert_eq!(
+            parse_range(b"bytes=90-", 100),
+            Satisfiable {
+                first: 90,
+                last: 99
+            }
+        );
+        assert_eq!(
+            parse_range(b"bytes=90-500", 100),
+            Satisfiable {
+                first: 90,
+                last: 99
+            }
+        );
+        assert_eq!(
+            parse_range(b"bytes=-10", 100),
+            Satisfiable {
+                first: 90,
+                last: 99
+            }
+        );
+        assert_eq!(
+            parse_range(b"bytes=-1000", 100),
+            Satisfiable { first: 0, last: 99 }
+        );
+        assert_eq!(
+            parse_range(b"Bytes = 5-5 ", 100),
+            Satisfiable { first: 5, last: 5 }
+        );
         assert_eq!(parse_range(b"bytes=100-", 100), Unsatisfiable);
         assert_eq!(parse_range(b"bytes=-0", 100), Unsatisfiable);
         assert_eq!(parse_range(b"bytes=0-0", 0), Unsatisfiable);
-        assert_eq!(parse_range(b"bytes=99999999999999999999999-", 100), Unsatisfiable);
+        assert_eq!(
+            parse_range(b"bytes=99999999999999999999999-", 100),
+            Unsatisfiable
+        );
         for ignored in [
             &b"bytes=0-1,5-6"[..],
             b"items=0-1",
@@ -707,7 +741,10 @@ mod tests {
         ] {
             assert_eq!(parse_range(ignored, 100), Ignored, "{ignored:?}");
         }
-        assert_eq!(parse_range(b"bytes=0-1, ", 100), Satisfiable { first: 0, last: 1 });
+        assert_eq!(
+            parse_range(b"bytes=0-1, ", 100),
+            Satisfiable { first: 0, last: 1 }
+        );
     }
 
     #[test]
@@ -725,9 +762,12 @@ mod tests {
         assert!(!match_list(b"", ours));
     }
 
+    /// The file `f.txt` of `dir`, written once (a rewrite would change its validators).
     fn opened(dir: &Path, content: &[u8]) -> Opened {
         let path = dir.join("f.txt");
-        std::fs::write(&path, content).unwrap();
+        if !path.exists() {
+            std::fs::write(&path, content).unwrap();
+        }
         Opened::open_blocking(&path).unwrap()
     }
 
@@ -753,44 +793,189 @@ mod tests {
 
     #[test]
     fn preconditions_give_304_412_and_ranges_206_416() {
+        // A body starts its first read at once, on the blocking pool.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let _entered = runtime.enter();
         let dir = std::env::temp_dir().join(format!("pyhost-file-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let (reply, body) = answer(opened(&dir, b"0123456789"), &request(Conditions::default(), Method::Get));
+        let (reply, body) = answer(
+            opened(&dir, b"0123456789"),
+            &request(Conditions::default(), Method::Get),
+        );
         assert_eq!(reply.status, StatusCode::OK);
         assert!(body.is_some());
         assert_eq!(header(&reply, &CONTENT_LENGTH), Some("10"));
-        assert_eq!(header(&reply, &CONTENT_TYPE), Some("text/plain; charset=utf-8"));
+        assert_eq!(
+            header(&reply, &CONTENT_TYPE),
+            Some("text/plain; charset=utf-8")
+        );
         let etag = header(&reply, &ETAG).unwrap().to_owned();
         let modified = header(&reply, &LAST_MODIFIED).unwrap().to_owned();
         let value = |text: &str| Some(HeaderValue::from_str(text).unwrap());
 
         let cases: Vec<(Conditions, Method, StatusCode)> = vec![
-            (Conditions { if_none_match: value(&etag), ..Default::default() }, Method::Get, StatusCode::NOT_MODIFIED),
-            (Conditions { if_none_match: value(&format!("W/{etag}")), ..Default::default() }, Method::Head, StatusCode::NOT_MODIFIED),
-            (Conditions { if_none_match: value("\"other\""), if_modified_since: value(&modified), ..Default::default() }, Method::Get, StatusCode::OK),
-            (Conditions { if_modified_since: value(&modified), ..Default::default() }, Method::Get, StatusCode::NOT_MODIFIED),
-            (Conditions { if_modified_since: value("Thu, 01 Jan 1970 00:00:00 GMT"), ..Default::default() }, Method::Get, StatusCode::OK),
-            (Conditions { if_modified_since: value("garbage"), ..Default::default() }, Method::Get, StatusCode::OK),
-            (Conditions { if_match: value("\"other\""), ..Default::default() }, Method::Get, StatusCode::PRECONDITION_FAILED),
-            (Conditions { if_match: value(&format!("W/{etag}")), ..Default::default() }, Method::Get, StatusCode::PRECONDITION_FAILED),
-            (Conditions { if_match: value(&etag), ..Default::default() }, Method::Get, StatusCode::OK),
-            (Conditions { if_unmodified_since: value("Thu, 01 Jan 1970 00:00:00 GMT"), ..Default::default() }, Method::Get, StatusCode::PRECONDITION_FAILED),
-            (Conditions { range: value("bytes=2-4"), ..Default::default() }, Method::Get, StatusCode::PARTIAL_CONTENT),
-            (Conditions { range: value("bytes=2-4"), ..Default::default() }, Method::Head, StatusCode::OK),
-            (Conditions { range: value("bytes=2-4"), if_range: value(&etag), ..Default::default() }, Method::Get, StatusCode::PARTIAL_CONTENT),
-            (Conditions { range: value("bytes=2-4"), if_range: value(&modified), ..Default::default() }, Method::Get, StatusCode::PARTIAL_CONTENT),
-            (Conditions { range: value("bytes=2-4"), if_range: value("\"stale\""), ..Default::default() }, Method::Get, StatusCode::OK),
-            (Conditions { range: value("bytes=2-4"), if_range: value(&format!("W/{etag}")), ..Default::default() }, Method::Get, StatusCode::OK),
-            (Conditions { range: value("bytes=10-"), ..Default::default() }, Method::Get, StatusCode::RANGE_NOT_SATISFIABLE),
-            (Conditions { if_none_match: value(&etag), ..Default::default() }, Method::Other, StatusCode::OK),
+            (
+                Conditions {
+                    if_none_match: value(&etag),
+                    ..Default::default()
+                },
+                Method::Get,
+                StatusCode::NOT_MODIFIED,
+            ),
+            (
+                Conditions {
+                    if_none_match: value(&format!("W/{etag}")),
+                    ..Default::default()
+                },
+                Method::Head,
+                StatusCode::NOT_MODIFIED,
+            ),
+            (
+                Conditions {
+                    if_none_match: value("\"other\""),
+                    if_modified_since: value(&modified),
+                    ..Default::default()
+                },
+                Method::Get,
+                StatusCode::OK,
+            ),
+            (
+                Conditions {
+                    if_modified_since: value(&modified),
+                    ..Default::default()
+                },
+                Method::Get,
+                StatusCode::NOT_MODIFIED,
+            ),
+            (
+                Conditions {
+                    if_modified_since: value("Thu, 01 Jan 1970 00:00:00 GMT"),
+                    ..Default::default()
+                },
+                Method::Get,
+                StatusCode::OK,
+            ),
+            (
+                Conditions {
+                    if_modified_since: value("garbage"),
+                    ..Default::default()
+                },
+                Method::Get,
+                StatusCode::OK,
+            ),
+            (
+                Conditions {
+                    if_match: value("\"other\""),
+                    ..Default::default()
+                },
+                Method::Get,
+                StatusCode::PRECONDITION_FAILED,
+            ),
+            (
+                Conditions {
+                    if_match: value(&format!("W/{etag}")),
+                    ..Default::default()
+                },
+                Method::Get,
+                StatusCode::PRECONDITION_FAILED,
+            ),
+            (
+                Conditions {
+                    if_match: value(&etag),
+                    ..Default::default()
+                },
+                Method::Get,
+                StatusCode::OK,
+            ),
+            (
+                Conditions {
+                    if_unmodified_since: value("Thu, 01 Jan 1970 00:00:00 GMT"),
+                    ..Default::default()
+                },
+                Method::Get,
+                StatusCode::PRECONDITION_FAILED,
+            ),
+            (
+                Conditions {
+                    range: value("bytes=2-4"),
+                    ..Default::default()
+                },
+                Method::Get,
+                StatusCode::PARTIAL_CONTENT,
+            ),
+            (
+                Conditions {
+                    range: value("bytes=2-4"),
+                    ..Default::default()
+                },
+                Method::Head,
+                StatusCode::OK,
+            ),
+            (
+                Conditions {
+                    range: value("bytes=2-4"),
+                    if_range: value(&etag),
+                    ..Default::default()
+                },
+                Method::Get,
+                StatusCode::PARTIAL_CONTENT,
+            ),
+            (
+                Conditions {
+                    range: value("bytes=2-4"),
+                    if_range: value(&modified),
+                    ..Default::default()
+                },
+                Method::Get,
+                StatusCode::PARTIAL_CONTENT,
+            ),
+            (
+                Conditions {
+                    range: value("bytes=2-4"),
+                    if_range: value("\"stale\""),
+                    ..Default::default()
+                },
+                Method::Get,
+                StatusCode::OK,
+            ),
+            (
+                Conditions {
+                    range: value("bytes=2-4"),
+                    if_range: value(&format!("W/{etag}")),
+                    ..Default::default()
+                },
+                Method::Get,
+                StatusCode::OK,
+            ),
+            (
+                Conditions {
+                    range: value("bytes=10-"),
+                    ..Default::default()
+                },
+                Method::Get,
+                StatusCode::RANGE_NOT_SATISFIABLE,
+            ),
+            (
+                Conditions {
+                    if_none_match: value(&etag),
+                    ..Default::default()
+                },
+                Method::Other,
+                StatusCode::OK,
+            ),
         ];
         for (conditions, method, status) in cases {
             let shown = format!("{conditions:?} {method:?}");
-            let (reply, _) = answer(opened(&dir, b"0123456789"), &request(conditions, method));
+            let (reply, body) = answer(opened(&dir, b"0123456789"), &request(conditions, method));
             assert_eq!(reply.status, status, "{shown}");
             if status == StatusCode::PARTIAL_CONTENT {
                 assert_eq!(header(&reply, &CONTENT_RANGE), Some("bytes 2-4/10"));
                 assert_eq!(header(&reply, &CONTENT_LENGTH), Some("3"));
+                let body = body.expect("a body");
+                let bytes = runtime.block_on(body.collect()).unwrap().to_bytes();
+                assert_eq!(&bytes[..], b"234");
             }
             if status == StatusCode::RANGE_NOT_SATISFIABLE {
                 assert_eq!(header(&reply, &CONTENT_RANGE), Some("bytes */10"));
@@ -800,8 +985,47 @@ mod tests {
     }
 
     #[test]
+    fn a_body_spans_chunks_and_a_shrunk_file_cuts_it_short() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("pyhost-chunks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let content: Vec<u8> = (0..FILE_CHUNK * 2 + 1000)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let path = dir.join("big.bin");
+        std::fs::write(&path, &content).unwrap();
+        runtime.block_on(async {
+            let file = std::fs::File::open(&path).unwrap();
+            let body = FileBody::new(file, 10, content.len() as u64 - 10);
+            let hint = http_body::Body::size_hint(&body).exact();
+            assert_eq!(hint, Some(content.len() as u64 - 10));
+            let bytes = body.collect().await.unwrap().to_bytes();
+            assert_eq!(&bytes[..], &content[10..]);
+
+            let file = std::fs::File::open(&path).unwrap();
+            let body = FileBody::new(file, 0, content.len() as u64);
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_len(FILE_CHUNK as u64 + 5)
+                .unwrap();
+            let err = body.collect().await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn media_types_come_from_the_extension() {
-        let guess = |name: &str| guess_media_type(Path::new(name)).to_str().unwrap().to_owned();
+        let guess = |name: &str| {
+            guess_media_type(Path::new(name))
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
         assert_eq!(guess("a.html"), "text/html; charset=utf-8");
         assert_eq!(guess("a.png"), "image/png");
         assert_eq!(guess("a.unknownext"), "application/octet-stream");

@@ -198,7 +198,9 @@ fn find_blocking(root: &Path, relative: &Path, slash: bool) -> Result<Found, Fil
 
 /// `path` with every symlink resolved, if it exists and lies inside `root` (canonical).
 fn inside(root: &Path, path: &Path) -> Option<PathBuf> {
-    path.canonicalize().ok().filter(|real| real.starts_with(root))
+    path.canonicalize()
+        .ok()
+        .filter(|real| real.starts_with(root))
 }
 
 /// Answers a request a mount took.
@@ -222,8 +224,7 @@ pub(crate) async fn serve(request: StaticRequest) -> (Reply, Option<FileBody>) {
         Err(Refused::Hidden) => return (not_found(), None),
     };
     let root = request.root.clone();
-    let found =
-        tokio::task::spawn_blocking(move || find_blocking(&root, &relative, slash)).await;
+    let found = tokio::task::spawn_blocking(move || find_blocking(&root, &relative, slash)).await;
     match found {
         Ok(Ok(Found::File(opened, path))) => file::answer(
             opened,
@@ -268,7 +269,8 @@ mod tests {
 
     #[test]
     fn paths_are_checked_segment_by_segment() {
-        let ok = |rest: &str| relative_path(rest).map(|(p, s)| (p.to_string_lossy().into_owned(), s));
+        let ok =
+            |rest: &str| relative_path(rest).map(|(p, s)| (p.to_string_lossy().into_owned(), s));
         assert_eq!(ok(""), Ok((String::new(), false)));
         assert_eq!(ok("/"), Ok((String::new(), true)));
         assert_eq!(ok("/a/b.txt"), Ok(("a/b.txt".to_owned(), false)));
@@ -276,10 +278,27 @@ mod tests {
         assert_eq!(ok("/caf%C3%A9.txt"), Ok(("café.txt".to_owned(), false)));
         assert_eq!(ok("/a%20b"), Ok(("a b".to_owned(), false)));
         for malformed in [
-            "/..", "/../x", "/a/../../x", "/%2e%2e/x", "/%2E%2e/x", "/.%2e/x", "/a/%2e", "/./a",
-            "/a%2f..%2fb", "/..%2fx", "/a%5c..%5cx", "/a\\..\\x", "/a%00b", "//a", "/a//b",
+            "/..",
+            "/../x",
+            "/a/../../x",
+            "/%2e%2e/x",
+            "/%2E%2e/x",
+            "/.%2e/x",
+            "/a/%2e",
+            "/./a",
+            "/a%2f..%2fb",
+            "/..%2fx",
+            "/a%5c..%5cx",
+            "/a\\..\\x",
+            "/a%00b",
+            "//a",
+            "/a//b",
         ] {
-            assert_eq!(relative_path(malformed), Err(Refused::Malformed), "{malformed}");
+            assert_eq!(
+                relative_path(malformed),
+                Err(Refused::Malformed),
+                "{malformed}"
+            );
         }
         for hidden in ["/.env", "/a/.git/config", "/%2eenv"] {
             assert_eq!(relative_path(hidden), Err(Refused::Hidden), "{hidden}");

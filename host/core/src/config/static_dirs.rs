@@ -62,7 +62,7 @@ pub(super) fn mounts(
             dir,
         });
     }
-    mounts.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+    mounts.sort_by_key(|mount| std::cmp::Reverse(mount.prefix.len()));
     Ok(mounts)
 }
 
@@ -96,7 +96,10 @@ mod tests {
         for good in ["/a", "/assets", "/a/b-c_d.e"] {
             assert!(check_prefix(good).is_ok(), "{good}");
         }
-        for bad in ["", "/", "a", "/a/", "//a", "/a//b", "/a/../b", "/./a", "/a%2e", "/{x}", "/a?b", "/a b", "/a\\b"] {
+        for bad in [
+            "", "/", "a", "/a/", "//a", "/a//b", "/a/../b", "/./a", "/a%2e", "/{x}", "/a?b",
+            "/a b", "/a\\b",
+        ] {
             assert!(check_prefix(bad).is_err(), "{bad:?}");
         }
     }
