@@ -346,10 +346,12 @@ def test_static_directories_index_and_redirect(server: Server) -> None:
 
 
 def test_static_answers_get_and_head_only(server: Server) -> None:
-    for method in ("POST", "PUT", "DELETE", "OPTIONS"):
+    for method in ("POST", "PUT", "DELETE", "PATCH"):
         response = get(server, "/static/hello.txt", method=method)
         assert response.status == 405, method
         assert response.header("allow") == "GET, HEAD"
+    # OPTIONS is left to admission (CORS preflights); no route takes it here.
+    assert get(server, "/static/hello.txt", method="OPTIONS").status == 404
 
 
 def test_a_mount_takes_precedence_over_routes(server: Server) -> None:
@@ -577,3 +579,21 @@ def test_static_config_errors_name_the_file_and_key(
         response = get(relative, "/assets/a.css")
         assert response.status == 200 and response.body == b"a{}"
         assert response.header("content-type") == "text/css; charset=utf-8"
+
+
+def test_cors_applies_to_mounted_files(server_factory: ServerFactory, tree: Tree) -> None:
+    config = files_config(tree) + '\n[cors]\nallow_origins = ["https://a.test"]\n'
+    with server_factory.serve(app_files(tree), config) as served:
+        origin = ("Origin", "https://a.test")
+        preflight = get(
+            served,
+            "/static/hello.txt",
+            origin,
+            ("Access-Control-Request-Method", "GET"),
+            method="OPTIONS",
+        )
+        assert preflight.status == 204
+        assert preflight.header("access-control-allow-origin") == "https://a.test"
+        response = get(served, "/static/hello.txt", origin)
+        assert response.status == 200 and response.body == TEXT
+        assert response.header("access-control-allow-origin") == "https://a.test"

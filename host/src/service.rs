@@ -149,9 +149,11 @@ impl HttpService {
             };
             // A file is opened and checked before the head goes out; boxed, so the future
             // of every other request does not grow by the file's.
-            if let Some(deferred @ (Deferred::File(_) | Deferred::Static(_))) = answer.body.take() {
+            if matches!(answer.body, Some(Deferred::File(_)))
+                && let Some(Deferred::File(job)) = answer.body.take()
+            {
                 (answer.reply, answer.body) =
-                    Box::pin(file::resolve(deferred, answer.head, &request_id)).await;
+                    Box::pin(file::resolve(job, answer.head, &request_id)).await;
             }
             if let (Some(middleware), Some(seen)) = (&service.middleware, seen) {
                 middleware.finish(&seen, &mut answer.reply);
@@ -173,7 +175,9 @@ impl HttpService {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (mut parts, body) = request.into_parts();
+        // `OPTIONS` goes on to admission, which answers a CORS preflight on any path.
         if let Some(statics) = &self.statics
+            && parts.method != http::Method::OPTIONS
             && statics.prefix_of(parts.uri.path()).is_some()
         {
             return Step::Done(self.take_static(statics, &mut parts));
@@ -218,7 +222,7 @@ impl HttpService {
         match statics.take(parts) {
             Some(request) => Answer {
                 reply: Reply::empty(StatusCode::OK),
-                body: Some(Deferred::Static(Box::new(request))),
+                body: Some(Deferred::File(file::FileJob::Static(Box::new(request)))),
                 head: parts.method == http::Method::HEAD,
                 close: false,
             },

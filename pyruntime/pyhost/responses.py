@@ -353,7 +353,11 @@ class FileResponse(Response):
         if request_headers is None:
             self._conditions = (None,) * len(_CONDITIONAL_HEADERS)
         else:
-            self._conditions = tuple(request_headers.get(name) for name in _CONDITIONAL_HEADERS)
+            # A list header may come as several lines: one value, as RFC 9110 §5.3 allows.
+            self._conditions = tuple(
+                ", ".join(values) if (values := request_headers.getlist(name)) else None
+                for name in _CONDITIONAL_HEADERS
+            )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status={self.status}, path={self.path!r})"

@@ -214,7 +214,9 @@ def test_file_response_takes_the_current_requests_conditional_headers():
     class FakeRequest:
         request_id = "r1"
         method = "HEAD"
-        headers = Headers([("range", "bytes=0-1"), ("if-none-match", '"x"')])
+        headers = Headers(
+            [("range", "bytes=0-1"), ("if-none-match", '"x"'), ("If-None-Match", '"y"')]
+        )
 
     outside = FileResponse("x")
     assert outside._conditions == (None,) * 6
@@ -224,4 +226,4 @@ def test_file_response_takes_the_current_requests_conditional_headers():
     finally:
         _context.current.reset(token)
     assert inside._method == "HEAD"
-    assert inside._conditions == (None, '"x"', None, None, "bytes=0-1", None)
+    assert inside._conditions == (None, '"x", "y"', None, None, "bytes=0-1", None)

@@ -15,7 +15,7 @@ use pyo3::intern;
 use crate::bridge::sdk::sdk;
 use crate::pyconv::json::{to_json, type_name};
 use crate::streaming::body::{Deferred, HandlerReply};
-use crate::streaming::file::{Conditions, FileRequest, Method};
+use crate::streaming::file::{Conditions, FileJob, FileRequest, Method};
 use pyhost_core::reply::Reply;
 
 const JSON: &str = "application/json";
@@ -128,7 +128,7 @@ fn from_file_response(response: &Bound<'_, PyAny>) -> Result<HandlerReply, Conve
     };
     Ok(HandlerReply {
         reply: Reply::empty(status),
-        body: Some(Deferred::File(Box::new(request))),
+        body: Some(Deferred::File(FileJob::Response(Box::new(request)))),
     })
 }
 

@@ -12,12 +12,14 @@
 //! most that chunk beyond what hyper holds, whatever its client does. A blocking thread is
 //! taken only for the length of one read, so a thousand stalled downloads hold no thread.
 //! `sendfile(2)` would skip the copy, but hyper owns the socket and writes only the buffers it
-//! is given (and TLS or HTTP/2 framing could not use it anyway); the chunk copy costs well
-//! under the rest of the send (`docs/files.md` has the measurement).
+//! is given (and HTTP/2 framing or TLS could not use it anyway); the socket write copies every
+//! byte once more in any case (`docs/files.md`).
 //!
 //! Validators: a strong `ETag` made of the file's size and its modification time in
-//! nanoseconds (`"<size hex>-<mtime ns hex>"`, as nginx does, to the nanosecond), and
-//! `Last-Modified`. Preconditions follow RFC 9110 §13.2.2: `If-Match`, then
+//! nanoseconds (`"<size hex>-<mtime ns hex>"`; nginx's is the same pair with the time in
+//! seconds, which cannot tell apart two writes within a second), and `Last-Modified`. Strong,
+//! so that `If-Range` may use it: a different content with the same size and the same
+//! nanosecond mtime takes a deliberate `touch`. Preconditions follow RFC 9110 §13.2.2: `If-Match`, then
 //! `If-Unmodified-Since` (412), then `If-None-Match`, then `If-Modified-Since` (304), then
 //! `Range` under `If-Range`. Only a single byte range is answered 206; a request for several is
 //! answered with the whole file (200), which RFC 9110 §14.2 allows, and saves building
@@ -220,16 +222,24 @@ pub(crate) async fn serve(request: FileRequest) -> Result<(Reply, Option<FileBod
 /// Missing or unreadable files logged per second: a handler may name a file from the request.
 static FILE_LOGS: LogBudget = LogBudget::new(20);
 
-/// Turns a file or a static request into its answer: the head, and the body to stream after
-/// it. A `head` request gets the `GET` answer's headers and no body. Runs on a tokio worker;
-/// the file work goes to the blocking pool.
+/// A file the service is to answer with ([`Deferred::File`]).
+pub(crate) enum FileJob {
+    /// Named by a handler's `FileResponse`.
+    Response(Box<FileRequest>),
+    /// Under a `[static]` mount, still to be resolved to a file.
+    Static(Box<super::static_files::StaticRequest>),
+}
+
+/// Turns a file job into its answer: the head, and the body to stream after it. A `head`
+/// request gets the `GET` answer's headers and no body. Runs on a tokio worker; the file work
+/// goes to the blocking pool.
 pub(crate) async fn resolve(
-    deferred: Deferred,
+    job: FileJob,
     head: bool,
     request_id: &str,
 ) -> (Reply, Option<Deferred>) {
-    let (reply, body) = match deferred {
-        Deferred::File(mut request) => {
+    let (reply, body) = match job {
+        FileJob::Response(mut request) => {
             if head {
                 request.method = Method::Head;
             }
@@ -251,8 +261,7 @@ pub(crate) async fn resolve(
                 }
             }
         }
-        Deferred::Static(request) => super::static_files::serve(*request).await,
-        stream @ Deferred::Stream(_) => return (Reply::empty(StatusCode::OK), Some(stream)),
+        FileJob::Static(request) => super::static_files::serve(*request).await,
     };
     let body = body.map(|body| Deferred::Stream(Box::pin(body.map_err(BoxError::from))));
     (reply, body)

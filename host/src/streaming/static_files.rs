@@ -4,7 +4,8 @@
 //! mount's, whatever the routes say: it is answered here, in Rust, before any routing or
 //! Python dispatch, and a route under a mounted prefix is never reached (the host warns about
 //! such routes at start). Longest prefix first, so `/assets/img` can be mounted apart from
-//! `/assets`. Only `GET` and `HEAD` are served (else 405); the answer is
+//! `/assets`. `OPTIONS` is left to admission (a CORS preflight is answered on any path). Only
+//! `GET` and `HEAD` are served (else 405); the answer is
 //! [`super::file`]'s, with the same validators, preconditions and ranges as a `FileResponse`.
 //!
 //! Why not tower-http's `ServeDir`: it has no `ETag` (so no `If-None-Match` and no `If-Range`
