@@ -1,13 +1,12 @@
 //! The `pyhost` command: a thin CLI over the library.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pyhost::workers::{Role, Supervisor, Worker};
 use pyhost::{Config, Host, ShutdownSignals, StartupError};
-use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 // Request data is allocated on a tokio worker and freed on the loop thread, and replies the
 // other way round; glibc's malloc pays for that cross-thread traffic in arena locking and
@@ -25,11 +24,24 @@ const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 /// connections' memory was still held while the new ones were allocated: peak RSS rose from
 /// 51 to 58-65 MiB for about half a second (`bench/`, sleep50). At 10 ms the peak is gone and
 /// CPU per request is unchanged. `MIMALLOC_PURGE_DELAY` in the environment still wins.
+///
+/// Python's own large objects (a response body a handler builds, say) come from glibc's
+/// malloc, whose mmap threshold grows to the largest block freed so far: after the first 5 MiB
+/// body, every later one came from the heap and stayed resident after it was freed. With 200
+/// clients not reading a 5 MiB body made per request, that held 93-98 MiB at the peak (the
+/// responses themselves: 60 MiB). Fixed at 1 MiB, blocks that large are mapped and unmapped
+/// one by one, and the peak is what the responses hold.
 fn tune_allocator() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: stores one value in mimalloc's option table, first thing in `main`, before
         // any other thread exists to read it; the index is checked by the test below.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10) };
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        // SAFETY: sets one glibc malloc parameter, first thing in `main`, before any other
+        // thread exists; it takes no pointers.
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
     }
 }
 
@@ -97,23 +109,7 @@ fn main() -> ExitCode {
     // opens one. `check` reports the outcome; `serve` logs the connection limit it gives.
     let fd_limit = pyhost::server::fd_limit::raise();
     let cli = Cli::parse();
-    // Colours only on a terminal; anywhere else (a file, journald, a collector) records are
-    // plain text whose control characters are escaped, so no client can forge a line.
-    let terminal = std::io::stderr().is_terminal();
-    let writer = if terminal {
-        BoxMakeWriter::new(std::io::stderr)
-    } else {
-        BoxMakeWriter::new(pyhost::logging::LogWriter)
-    };
-    tracing_subscriber::fmt()
-        .with_timer(pyhost::logging::Timer)
-        .with_writer(writer)
-        .with_ansi(terminal)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PYHOST_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    pyhost::logging::init();
     if let Err(err) = &fd_limit {
         tracing::warn!("could not raise the open-files limit: {err}");
     }
@@ -180,6 +176,7 @@ fn serve(
     match pyhost::workers::role(&config)? {
         Role::Worker(worker) => serve_worker(config, &worker),
         Role::Supervisor(supervisor) => {
+            become_supervisor(path, listen, supervisor.workers(), reload);
             supervisor.reload_on_change(reload).run()?;
             Ok(ExitCode::SUCCESS)
         }
@@ -191,6 +188,51 @@ fn serve(
         }
         Role::Single => serve_single(config).map_err(CliError::from),
     }
+}
+
+/// Replaces this process with the `pyhost-supervisor` binary beside it, which runs this one
+/// for each worker with the same arguments. It links no interpreter, so the supervisor that
+/// lives as long as the server is a few MiB instead of this binary's share of libpython and
+/// its own code (`docs/workers.md`). Returns only when it cannot: then this process
+/// supervises, as an embedding application's does.
+fn become_supervisor(
+    config: &std::path::Path,
+    listen: Option<std::net::SocketAddr>,
+    workers: usize,
+    reload: bool,
+) {
+    use std::os::unix::process::CommandExt;
+    let Ok(program) = std::env::current_exe() else {
+        return;
+    };
+    let supervisor = program.with_file_name("pyhost-supervisor");
+    if !supervisor.is_file() {
+        tracing::debug!(
+            "no {} beside this binary: supervising in this process",
+            supervisor.display()
+        );
+        return;
+    }
+    let mut command = std::process::Command::new(&supervisor);
+    command
+        .arg("--program")
+        .arg(&program)
+        .arg("--config")
+        .arg(config)
+        .arg("--workers")
+        .arg(workers.to_string());
+    if let Some(listen) = listen {
+        command.arg("--listen").arg(listen.to_string());
+    }
+    if reload {
+        command.arg("--reload");
+    }
+    command.arg("--").args(std::env::args_os().skip(1));
+    let err = command.exec();
+    tracing::warn!(
+        "cannot run {}: {err}; supervising in this process",
+        supervisor.display()
+    );
 }
 
 /// A worker of a supervised server: serves on the socket it inherited. Its start-up error

@@ -18,11 +18,20 @@ use tokio::sync::oneshot;
 use crate::bridge::Bridge;
 use crate::streaming::body::{Body, Deferred, HandlerReply};
 use crate::streaming::file;
+use crate::streaming::request_body::BodySource;
 use crate::streaming::static_files::StaticFiles;
 use pyhost_core::admission::{Admission, Rejection, Routed};
+use pyhost_core::request::RequestData;
+use pyhost_core::routing::Route;
 
 use crate::logging::{LogBudget, suppressed_note};
 use crate::slots::{Busy, Slot, Slots};
+
+mod body_routes;
+
+/// A constant: a header name given as a string is parsed on every insert (about 500
+/// instructions of each request, by callgrind).
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// Handler timeouts logged per second.
 static TIMEOUT_LOGS: LogBudget = LogBudget::new(20);
@@ -48,6 +57,8 @@ pub struct HttpService {
     middleware: Option<Middleware>,
     /// `[static]`, when configured: what its mounts take is served before routing.
     statics: Option<StaticFiles>,
+    /// The limits forms are parsed under (`server.form_*`).
+    forms: pyhost_core::form::FormLimits,
 }
 
 /// A response to send, with what the connection should do afterwards.
@@ -96,6 +107,8 @@ impl HttpService {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or_default()
             ^ u64::from(std::process::id());
+        // `await request.form()` on the loop thread parses under the same limits.
+        crate::streaming::form::set_limits(server.forms);
         Self {
             bridge,
             admission: Admission::new(server).with_cors(config.cors.clone()),
@@ -113,6 +126,7 @@ impl HttpService {
                 .unwrap_or(u64::MAX),
             middleware: Middleware::new(config),
             statics,
+            forms: server.forms,
         }
     }
 
@@ -192,21 +206,34 @@ impl HttpService {
             client,
             request_id: request_id.clone(),
         };
+        // Streamed and form routes read their bodies their own ways (`body_routes`), even
+        // an empty one.
+        let route = &request.routed.route;
+        let own_way = route.stream || route.form.is_some();
         // Most requests (a GET) have no body at all: no read, and no body timer to arm.
-        if body.is_end_stream() {
-            return match self.submit(request, Bytes::new()) {
+        if !own_way && body.is_end_stream() {
+            return match self.submit(request, Bytes::new(), BodySource::Whole) {
                 Ok(pending) => Step::Wait(pending),
                 Err(answer) => Step::Done(answer),
             };
         }
         let service = self.clone();
         Step::ReadBody(Box::pin(async move {
-            let body = match service.read_body(body, &request.parts.headers).await {
+            crate::streaming::form::remember_runtime();
+            if own_way {
+                return if request.routed.route.stream {
+                    service.serve_stream(request, body).await
+                } else {
+                    service.serve_form(request, body).await
+                };
+            }
+            let limit = service.admission.body_limit(&request.routed.route);
+            let body = match service.read_body(body, &request.parts.headers, limit).await {
                 Ok(body) => body,
                 Err(answer) => return answer,
             };
             let request_id = request.request_id.clone();
-            match service.submit(request, body) {
+            match service.submit(request, body, BodySource::Whole) {
                 Ok(pending) => service.wait(pending, &request_id).await,
                 Err(answer) => answer,
             }
@@ -236,19 +263,19 @@ impl HttpService {
         }
     }
 
-    /// Reads the whole body under the size limit and the body timeout.
-    async fn read_body<B>(&self, body: B, headers: &http::HeaderMap) -> Result<Bytes, Answer>
+    /// Reads the whole body under the size limit (the route's) and the body timeout.
+    async fn read_body<B>(
+        &self,
+        body: B,
+        headers: &http::HeaderMap,
+        body_limit: u64,
+    ) -> Result<Bytes, Answer>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let declared_length = headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let body_limit = self.admission.body_limit();
-        if declared_length.is_some_and(|length| length > body_limit) {
-            return Err(self.admission.too_large().into());
+        if declared_length(headers).is_some_and(|length| length > body_limit) {
+            return Err(self.admission.too_large(body_limit).into());
         }
         let limit = usize::try_from(body_limit).unwrap_or(usize::MAX);
         let collected =
@@ -265,7 +292,7 @@ impl HttpService {
         match collected {
             Ok(collected) => Ok(collected.to_bytes()),
             Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
-                Err(self.admission.too_large().into())
+                Err(self.admission.too_large(body_limit).into())
             }
             Err(err) => Err(Answer::closing(Reply::detail(
                 StatusCode::BAD_REQUEST,
@@ -276,7 +303,23 @@ impl HttpService {
 
     /// Builds the request data, takes an in-flight slot and hands the request to its handler;
     /// what waiting for the reply needs.
-    fn submit(&self, request: Admitted, body: Bytes) -> Result<Pending, Answer> {
+    fn submit(
+        &self,
+        request: Admitted,
+        body: Bytes,
+        source: BodySource,
+    ) -> Result<Pending, Answer> {
+        let (data, route, head) = self.admit(request, body)?;
+        self.dispatch(data, &route, head, source)
+    }
+
+    /// Converts and validates the request against its route: its data, the route, and
+    /// whether it is a HEAD served by a GET route.
+    fn admit(
+        &self,
+        request: Admitted,
+        body: Bytes,
+    ) -> Result<(RequestData, Arc<Route>, bool), Answer> {
         let Admitted {
             parts,
             routed,
@@ -288,6 +331,18 @@ impl HttpService {
         let data = self
             .admission
             .admit(parts, routed, body, client, request_id)?;
+        Ok((data, route, head))
+    }
+
+    /// Takes an in-flight slot and hands an admitted request to its handler.
+    fn dispatch(
+        &self,
+        data: RequestData,
+        route: &Route,
+        head: bool,
+        source: BodySource,
+    ) -> Result<Pending, Answer> {
+        let client = data.client;
         // Only now, with the request complete and valid, does it take a slot (`slots.rs`).
         // Beyond the limits a quick 503 beats an unbounded queue: memory stays bounded and
         // clients learn to back off.
@@ -311,7 +366,7 @@ impl HttpService {
         let deadline = timeout.map(|t| Instant::now() + t);
         let (key, receiver) =
             self.bridge
-                .submit(route.id, route.handler_name.clone(), data, deadline);
+                .submit(route.id, route.handler_name.clone(), data, source, deadline);
         Ok(Pending {
             bridge: self.bridge.clone(),
             key,
@@ -417,6 +472,14 @@ struct Admitted {
     request_id: Arc<str>,
 }
 
+/// The body length the request's `Content-Length` announces, if it is a number.
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
 fn into_response(answer: Answer, request_id: &str) -> Response<Body> {
     let Answer {
         reply,
@@ -447,7 +510,7 @@ fn into_response(answer: Answer, request_id: &str) -> Response<Body> {
         headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
     }
     if let Ok(value) = HeaderValue::from_str(request_id) {
-        headers.insert("x-request-id", value);
+        headers.insert(X_REQUEST_ID, value);
     }
     if close {
         headers.insert(CONNECTION, HeaderValue::from_static("close"));

@@ -11,8 +11,9 @@ package, reads the routes and serves them, calling each handler with a :class:`R
 """
 
 from .datastructures import Headers, MutableHeaders, QueryParams, State
+from .forms import FormData, UploadFile
 from .host import CapabilityError, HostError, host, host_logging_handler
-from .params import REQUIRED, Cookie, Header, Query
+from .params import REQUIRED, Cookie, Form, Header, Query
 from .requests import Request
 from .responses import (
     FileResponse,
@@ -30,6 +31,8 @@ __all__ = [
     "CapabilityError",
     "Cookie",
     "FileResponse",
+    "Form",
+    "FormData",
     "HTMLResponse",
     "HTTPError",
     "Header",
@@ -45,6 +48,7 @@ __all__ = [
     "Route",
     "Router",
     "State",
+    "UploadFile",
     "host",
     "host_logging_handler",
     "json_schema",

@@ -363,7 +363,7 @@ impl Dispatcher {
         };
         let handler = self.handlers[job.route].bind(py);
         let deadline = job.deadline;
-        let started = Py::new(py, PyRequest::new(job.data)).and_then(|request| {
+        let started = Py::new(py, PyRequest::new(job.data, job.source)).and_then(|request| {
             if self.is_async[job.route] {
                 // Calling an async handler only creates its coroutine; an exception here
                 // (a wrong signature, say) is the handler's failure, answered at once.

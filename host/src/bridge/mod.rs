@@ -57,6 +57,8 @@ pub(crate) struct Job {
     pub handler: Arc<str>,
     /// The request.
     pub data: RequestData,
+    /// Where the rest of its body comes from (a stream, a parsed form).
+    pub source: crate::streaming::request_body::BodySource,
     /// Where the reply goes.
     pub reply: oneshot::Sender<HandlerReply>,
 }
@@ -107,6 +109,7 @@ impl Bridge {
         route: usize,
         handler: Arc<str>,
         data: RequestData,
+        source: crate::streaming::request_body::BodySource,
         deadline: Option<Instant>,
     ) -> (u64, oneshot::Receiver<HandlerReply>) {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
@@ -118,6 +121,7 @@ impl Bridge {
             route,
             handler,
             data,
+            source,
             reply,
         })));
         (key, receiver)

@@ -2,9 +2,12 @@
 //!
 //! - [`channel`]: the bounded channels both ways, with the loop side's wake-ups;
 //! - [`body`]: the response body the service hands to hyper (or to an embedder): whole, or
-//!   streamed after the head.
+//!   streamed after the head;
+//! - [`request_body`]: request bodies read a frame at a time, and fed to `stream=True`
+//!   handlers;
+//! - [`form`]: forms parsed on tokio (multipart with `multer`), large files spooled to disk;
 //! - [`file`]: one file, read on tokio's blocking pool and sent in chunks, with its validators,
-//!   preconditions and ranges (`FileResponse` and the static mounts).
+//!   preconditions and ranges (`FileResponse` and the static mounts);
 //! - [`static_files`]: the `[static]` mounts, and which file a request path names.
 
 // Until every kind of stream is served, some of the channel's ends have no user yet.
@@ -13,4 +16,6 @@ pub(crate) mod body;
 #[allow(dead_code)]
 pub(crate) mod channel;
 pub(crate) mod file;
+pub(crate) mod form;
+pub(crate) mod request_body;
 pub(crate) mod static_files;

@@ -135,6 +135,11 @@ pub(super) struct RawServer {
     pub(super) worker_lifetime_jitter: f64,
     /// `None`: any host.
     pub(super) allowed_hosts: Option<Vec<String>>,
+    pub(super) form_max_parts: usize,
+    pub(super) form_max_field_size: ByteSize,
+    /// `None`: the body limit bounds files.
+    pub(super) form_max_file_size: Option<ByteSize>,
+    pub(super) form_spool_threshold: ByteSize,
 }
 
 // --- the defaults --------------------------------------------------------------------------
@@ -157,7 +162,9 @@ impl Default for RawServer {
             // A quarter: one address (a client, or a proxy: raise it or set 0 behind one)
             // cannot take every slot.
             max_in_flight_per_client: 256,
-            max_headers: 100,
+            // Below hyper's 100, which it parses on the stack (`server/protocols.rs`), so that
+            // a head over the limit still gets the host's JSON 431.
+            max_headers: 64,
             max_head_size: ByteSize::kib(64),
             max_url_length: 8192,
             cancel_on_disconnect: true,
@@ -182,6 +189,12 @@ impl Default for RawServer {
             worker_lifetime: 0.0,
             worker_lifetime_jitter: 0.0,
             allowed_hosts: None,
+            form_max_parts: 1000,
+            form_max_field_size: ByteSize::mib(1),
+            form_max_file_size: None,
+            // A file this large costs less on disk than in memory, and one this small is
+            // cheaper kept in memory than written and read back.
+            form_spool_threshold: ByteSize::mib(1),
         }
     }
 }
