@@ -28,7 +28,6 @@
 //! §14.2).
 
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -624,26 +623,42 @@ impl FileBody {
 /// Reads exactly `n` bytes at `offset` into `buffer` (empty, with room for `n`); a file that
 /// ends sooner has shrunk since it was opened, and the response is cut short (its client sees
 /// it incomplete).
+///
+/// `pread` goes straight into the buffer's unused capacity: zeroing 256 KiB first, as a safe
+/// `read_at` needs, cost about a tenth of the server's CPU per byte sent.
 fn read_chunk(
     file: &std::fs::File,
     offset: u64,
     mut buffer: BytesMut,
     n: usize,
 ) -> io::Result<Bytes> {
-    buffer.resize(n, 0);
-    let mut filled = 0;
-    while filled < n {
-        match file.read_at(&mut buffer[filled..], offset + filled as u64) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the file shrank while it was being sent",
-                ));
+    use std::os::fd::AsRawFd;
+    while buffer.len() < n {
+        let filled = buffer.len();
+        let spare = &mut buffer.spare_capacity_mut()[..n - filled];
+        let at = libc::off_t::try_from(offset + filled as u64)
+            .map_err(|_| io::Error::other("file offset out of range"))?;
+        // SAFETY: `spare` is memory the buffer owns, `spare.len()` bytes of it, and `pread`
+        // writes at most that many bytes there; the file descriptor is open for the call
+        // (`file` is borrowed).
+        let read =
+            unsafe { libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), at) };
+        if read < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
             }
-            Ok(read) => filled += read,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
+            return Err(err);
         }
+        if read == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file shrank while it was being sent",
+            ));
+        }
+        // SAFETY: `pread` initialised the `read` bytes after `filled` (at most `spare.len()`,
+        // so within the capacity).
+        unsafe { buffer.set_len(filled + read as usize) };
     }
     Ok(buffer.freeze())
 }
