@@ -31,6 +31,7 @@
 mod bridge;
 mod bundled_sdk;
 pub mod error;
+mod intake;
 mod interpreter;
 mod lifespan;
 mod loader;

@@ -22,14 +22,17 @@ from .responses import (
     JSONResponse,
     PlainTextResponse,
     Response,
+    StreamingResponse,
 )
 from .routing import Route, Router
 from .schema import json_schema
+from .sse import EventSourceResponse, ServerSentEvent
 
 __all__ = [
     "REQUIRED",
     "CapabilityError",
     "Cookie",
+    "EventSourceResponse",
     "FileResponse",
     "Form",
     "FormData",
@@ -47,7 +50,9 @@ __all__ = [
     "Response",
     "Route",
     "Router",
+    "ServerSentEvent",
     "State",
+    "StreamingResponse",
     "UploadFile",
     "host",
     "host_logging_handler",

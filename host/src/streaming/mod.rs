@@ -8,7 +8,8 @@
 //! - [`form`]: forms parsed on tokio (multipart with `multer`), large files spooled to disk;
 //! - [`file`]: one file, read on tokio's blocking pool and sent in chunks, with its validators,
 //!   preconditions and ranges (`FileResponse` and the static mounts);
-//! - [`static_files`]: the `[static]` mounts, and which file a request path names.
+//! - [`static_files`]: the `[static]` mounts, and which file a request path names;
+//! - [`producer`]: a handler's `StreamingResponse`, produced by a task on the loop thread.
 
 // Until every kind of stream is served, some of the channel's ends have no user yet.
 #[allow(dead_code)]
@@ -17,5 +18,6 @@ pub(crate) mod body;
 pub(crate) mod channel;
 pub(crate) mod file;
 pub(crate) mod form;
+pub(crate) mod producer;
 pub(crate) mod request_body;
 pub(crate) mod static_files;

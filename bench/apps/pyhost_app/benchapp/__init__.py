@@ -9,10 +9,10 @@ under ``/mw``, whose one middleware adds ``x-mw: 1``: its twin is in
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from pyhost import FileResponse, Request, Response, Router
+from pyhost import EventSourceResponse, FileResponse, Request, Response, Router, ServerSentEvent
 
 router = Router()
 mw_router = Router()
@@ -60,6 +60,27 @@ BENCH_FILE = os.path.join(os.path.dirname(__file__), "..", "..", "static", "big.
 async def file(request: Request) -> FileResponse:
     """A file named by the handler, read and sent by the host."""
     return FileResponse(BENCH_FILE)
+
+
+SSE_TEXT = "the quick brown fox jumps over the lazy dog"
+
+
+@router.get("/sse")
+async def sse(request: Request) -> EventSourceResponse:
+    """An endless event stream, one event per turn of the event loop (as a producer waiting
+    on something for each event would), as fast as the client takes them.
+
+    Its twin in ``bench/apps/starlette_app.py`` writes the same bytes with an f-string.
+    """
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        n = 0
+        while True:
+            n += 1
+            await asyncio.sleep(0)
+            yield ServerSentEvent(f"{n} {SSE_TEXT}", id=str(n))
+
+    return EventSourceResponse(events())
 
 
 @mw_router.middleware

@@ -109,6 +109,7 @@ pub(super) struct RawServer {
     pub(super) sync_threads: usize,
     pub(super) event_loop: EventLoopKind,
     pub(super) request_timeout: f64,
+    pub(super) stream_idle_timeout: f64,
     pub(super) header_timeout: f64,
     pub(super) body_timeout: f64,
     pub(super) max_in_flight: usize,
@@ -123,6 +124,7 @@ pub(super) struct RawServer {
     pub(super) send_timeout: Option<f64>,
     pub(super) response_buffer: ByteSize,
     pub(super) connection_response_buffer: ByteSize,
+    pub(super) request_buffer: ByteSize,
     pub(super) h2_max_concurrent_streams: u32,
     pub(super) workers: Workers,
     pub(super) balance: Balance,
@@ -156,6 +158,9 @@ impl Default for RawServer {
             // about 8% more requests per second than the stdlib loop on the same core.
             event_loop: EventLoopKind::Auto,
             request_timeout: 30.0,
+            // Long enough for a slow producer (a model generating tokens), short enough that a
+            // stuck one does not hold its connection for good.
+            stream_idle_timeout: 60.0,
             header_timeout: 10.0,
             body_timeout: 30.0,
             max_in_flight: 1024,
@@ -175,6 +180,9 @@ impl Default for RawServer {
             send_timeout: None,
             response_buffer: ByteSize::mib(64),
             connection_response_buffer: ByteSize::mib(8),
+            // 64 bodies at the default body_limit; far above what honest uploads hold at once
+            // (an upload that must be large is a `stream=True` route, which holds a few chunks).
+            request_buffer: ByteSize::mib(64),
             // RFC 9113 §6.5.2 recommends no fewer than 100; hyper's default is 200.
             h2_max_concurrent_streams: 100,
             workers: Workers::Count(1),

@@ -120,6 +120,9 @@ pub struct ServerConfig {
     pub event_loop: EventLoopKind,
     /// Default time a handler may run before the client gets 504 (None: no limit).
     pub request_timeout: Option<Duration>,
+    /// Longest wait for a streamed response's next chunk before the response is cut short
+    /// and its producer cancelled (None: no limit).
+    pub stream_idle_timeout: Option<Duration>,
     /// Time to receive a request head; also how long an idle keep-alive connection is kept.
     pub header_timeout: Duration,
     /// Time to receive a request body once its head has arrived.
@@ -149,6 +152,9 @@ pub struct ServerConfig {
     pub response_buffer: usize,
     /// The same for one connection (its HTTP/2 streams together).
     pub connection_response_buffer: usize,
+    /// Request body bytes held at once by the bodies being read, across all connections (a
+    /// quarter of it from one address); a body that would pass it gets 503.
+    pub request_buffer: usize,
     /// Streams a client may have open on one HTTP/2 connection.
     pub h2_max_concurrent_streams: u32,
     /// Worker processes serving the listener (`pyhost::workers`).
