@@ -34,7 +34,14 @@ from pathlib import Path
 from harness import load, prepare, report, servers, sse
 from harness.pinning import Pinning
 from harness.report import Measurement, Results, SupervisorSample
-from harness.scenarios import SCENARIO_NAMES, Scenario, select_scenarios, write_wrk_scripts
+from harness.scenarios import (
+    BENCH_FILE_NAME,
+    BENCH_FILE_SIZE,
+    SCENARIO_NAMES,
+    Scenario,
+    select_scenarios,
+    write_wrk_scripts,
+)
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -94,6 +101,11 @@ class Context:
     def pinning(self, workers: int) -> Pinning:
         """The pinning of a server with ``workers`` workers."""
         return self.pinnings[workers]
+
+    @property
+    def bench_file(self) -> Path:
+        """The file the download scenarios send."""
+        return self.layout.static_dir / BENCH_FILE_NAME
 
 
 @dataclass
@@ -459,7 +471,7 @@ def measure_once(
     with serving(ctx, name, f"{scenario.name}-r{round_no}", workers) as running:
         if not_ready(running, results, what):
             return None
-        problem = load.check_scenario(running.port, scenario)
+        problem = load.check_scenario(running.port, scenario, ctx.bench_file)
         if problem is not None:
             results.failures.append(f"{running.label} ({what}): {problem}")
             return None
@@ -580,7 +592,7 @@ def smoke_server(
         for scenario in scenarios:
             if not implements(name, scenario):
                 continue
-            problem = load.check_scenario(running.port, scenario)
+            problem = load.check_scenario(running.port, scenario, ctx.bench_file)
             if problem is not None:
                 results.failures.append(f"{running.label}: {problem}")
                 continue
@@ -716,6 +728,7 @@ def render(
         "below 1x it is ahead for latency, CPU µs/req, RSS and errors."
         + _skipped_note(scenarios, names),
         *_middleware_section(results, names, counts, ran),
+        *_files_section(results, scenarios, names, counts, ran),
         *_scaling_section(results, scenarios, names, counts, ran, ctx),
         *_supervisor_section(results, scenarios, ran),
         *sse.table(results.sse, sse.SMOKE_CLIENTS if s.smoke else sse.CLIENTS),
@@ -763,6 +776,31 @@ def _middleware_section(
         "`middleware CPU µs/req`: the difference in CPU per request. pyhost's `/hello` runs "
         "no middleware (its `/mw` router's middleware covers only that router's routes), and "
         "Starlette's `/hello` is outside the `Mount('/mw')` that carries its middleware.",
+        "",
+        *table,
+    ]
+
+
+def _files_section(
+    results: Results,
+    scenarios: list[Scenario],
+    names: list[str],
+    counts: list[int],
+    ran: set[tuple[str, int]],
+) -> list[str]:
+    """The downloads as bytes per second and CPU per GiB, when the run had any."""
+    table = report.files_table(results, scenarios, names, counts, ran)
+    if not table:
+        return []
+    return [
+        "",
+        "## File downloads (medians)",
+        "",
+        "`MiB/s`: requests per second times the file's size; `CPU ms/GiB`: the server's CPU "
+        "time per GiB sent; `core busy`: how much of its core the server used (below 100 % it "
+        "was not the bottleneck: the load generator, or loopback itself, was). `file` sets "
+        "pyhost's `FileResponse` against Granian's RSGI `response_file`, `static` pyhost's "
+        "`[static]` mount against Granian's static files.",
         "",
         *table,
     ]
@@ -843,6 +881,8 @@ def prepare_all(
     prepare.ensure_wrk()
     prepare.ensure_venv(BENCH / ".venv", REPO / "pyruntime")
     prepare.compile_bytecode(BENCH / ".venv" / "bin" / "python", BENCH / "apps")
+    # pyhost's configs mount the directory, so it must exist whatever the scenarios.
+    prepare.ensure_bench_file(BENCH / "apps" / "static" / BENCH_FILE_NAME, BENCH_FILE_SIZE)
     pyhost_bin = prepare.pyhost_binary(REPO, args.bin, release=not args.smoke)
     if not pyhost_bin.exists():
         raise prepare.SetupError(f"{pyhost_bin}: no such binary")

@@ -5,6 +5,7 @@ answers as ``pyhost_app`` and ``asgi_app``.
 """
 
 import asyncio
+import os
 from typing import Any
 
 import orjson
@@ -13,6 +14,9 @@ HELLO = orjson.dumps({"message": "hello"})
 NOT_FOUND = orjson.dumps({"detail": "Not Found"})
 USERS_PREFIX = "/users/"
 JSON_HEADERS = [("content-type", "application/json")]
+# The download scenario's file (made by the harness), sent with RSGI's `response_file`.
+BENCH_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static", "big.bin")
+FILE_HEADERS = [("content-type", "application/octet-stream")]
 
 
 async def route(method: str, path: str, protocol: Any) -> tuple[int, bytes]:
@@ -43,6 +47,9 @@ async def route(method: str, path: str, protocol: Any) -> tuple[int, bytes]:
 async def app(scope: Any, protocol: Any) -> None:
     """RSGI entry point (``scope.proto`` is ``"http"`` for every request here)."""
     if scope.proto != "http":
+        return
+    if scope.method == "GET" and scope.path == "/file":
+        protocol.response_file(200, FILE_HEADERS, BENCH_FILE)
         return
     status, body = await route(scope.method, scope.path, protocol)
     protocol.response_bytes(status, JSON_HEADERS, body)

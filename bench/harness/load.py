@@ -43,8 +43,11 @@ def wait_for_hello(port: int, timeout: float, alive: Callable[[], bool]) -> floa
     return None
 
 
-def check_scenario(port: int, scenario: Scenario) -> str | None:
-    """Request the scenario once with urllib; None if status and JSON body are right, else why."""
+def check_scenario(port: int, scenario: Scenario, bench_file: Path | None = None) -> str | None:
+    """Request the scenario once with urllib; None if status and JSON body are right, else why.
+
+    A download's body must be the bytes of ``bench_file``.
+    """
     url = f"http://{HOST}:{port}{scenario.path}"
     headers = {"Content-Type": "application/json"} if scenario.body is not None else {}
     request = urllib.request.Request(
@@ -59,6 +62,8 @@ def check_scenario(port: int, scenario: Scenario) -> str | None:
         return f"{scenario.method} {scenario.path}: no answer ({error})"
     if status != 200:
         return f"{scenario.method} {scenario.path}: status {status}, body {raw[:200]!r}"
+    if scenario.file_size:
+        return _check_file(scenario, raw, bench_file)
     try:
         body = json.loads(raw)
     except ValueError:
@@ -71,6 +76,15 @@ def check_scenario(port: int, scenario: Scenario) -> str | None:
                 f"{scenario.method} {scenario.path}: header {name} is {got.get_all(name)!r}, "
                 f"expected [{value!r}]"
             )
+    return None
+
+
+def _check_file(scenario: Scenario, raw: bytes, bench_file: Path | None) -> str | None:
+    where = f"{scenario.method} {scenario.path}"
+    if len(raw) != scenario.file_size:
+        return f"{where}: {len(raw)} bytes, expected {scenario.file_size}"
+    if bench_file is None or raw != bench_file.read_bytes():
+        return f"{where}: the body is not the file's content"
     return None
 
 

@@ -173,6 +173,19 @@ def drop_cached_pages(pyhost_bin: Path, venv: Path) -> int:
     return len(files)
 
 
+def ensure_bench_file(path: Path, size: int) -> None:
+    """The download scenarios' file: ``size`` pseudo-random bytes (so no server or layer can
+    compress them), made once and kept while its size is right."""
+    if path.is_file() and path.stat().st_size == size:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    block = os.urandom(1 << 20)
+    with path.open("wb") as out:
+        for index in range(size >> 20):
+            out.write(index.to_bytes(8, "little") + block[8:])
+        out.write(block[: size & ((1 << 20) - 1)])
+
+
 def ensure_wrk() -> None:
     """Install wrk with apt-get when it is missing (running ``apt-get update`` if needed)."""
     if shutil.which("wrk"):

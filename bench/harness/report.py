@@ -246,6 +246,47 @@ def middleware_table(
     return [*_header(head, right_from=2 if multi else 1), *rows] if rows else []
 
 
+def files_table(
+    results: Results,
+    scenarios: list[Scenario],
+    servers: list[str],
+    counts: list[int],
+    ran: set[tuple[str, int]] | None = None,
+) -> list[str]:
+    """The download scenarios as throughput (MiB/s) and CPU per GiB sent, peers with
+    pyhost/peer in brackets (above 1x pyhost is ahead for MiB/s, below 1x for CPU). Empty
+    when the run had no download."""
+    multi = counts != [1]
+    head = ["scenario", "server", *(["workers"] if multi else [])]
+    head += ["MiB/s", "CPU ms/GiB", "core busy"]
+    rows: list[str] = []
+    for scenario in scenarios:
+        if not scenario.file_size:
+            continue
+        per_gib = (1 << 30) / scenario.file_size
+        for workers in counts:
+            reference = results.median(scenario.name, PYHOST, workers)
+            for server in servers:
+                if ran is not None and (server, workers) not in ran:
+                    continue
+                if not implements(server, scenario.name):
+                    continue
+                median = results.median(scenario.name, server, workers)
+                if median is None:
+                    continue
+                mib_s = median.rps * scenario.file_size / (1 << 20)
+                cpu_ms_gib = median.cpu_us_per_req * per_gib / 1000
+                busy = median.rps * median.cpu_us_per_req / 1e6
+                cells = [f"{mib_s:,.0f}", f"{cpu_ms_gib:,.0f}", f"{busy:.0%}"]
+                if server != PYHOST and reference is not None:
+                    cells[0] += f" ({_ratio(reference.rps, median.rps)})"
+                    ratio = _ratio(reference.cpu_us_per_req, median.cpu_us_per_req)
+                    cells[1] += f" ({ratio})"
+                first = [scenario.name, server, *([str(workers)] if multi else [])]
+                rows.append(_row([*first, *cells]))
+    return [*_header(head, right_from=2), *rows] if rows else []
+
+
 def supervisor_table(results: Results, scenarios: list[Scenario]) -> list[str]:
     """Medians of pyhost's supervisor's own CPU and memory, per cell kind."""
     if not results.supervisor:

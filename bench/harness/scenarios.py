@@ -13,6 +13,11 @@ ECHO_BODY = (
 
 HELLO = {"message": "hello"}
 
+# The file of the download scenarios: made by the harness (`prepare.ensure_bench_file`) in the
+# directory both pyhost's `[static]` mount and Granian's `--static-path-mount` serve.
+BENCH_FILE_NAME = "big.bin"
+BENCH_FILE_SIZE = 100 << 20
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -28,6 +33,8 @@ class Scenario:
     smoke_connections: int = 4
     # Response headers the answer must carry (names in lower case), checked with the body.
     headers: tuple[tuple[str, str], ...] = ()
+    # A download: the answer is the bench file's bytes (not JSON), this many of them.
+    file_size: int = 0
 
     def wrk_setup(self) -> str:
         """Lua lines that make wrk send this scenario's request (empty for a plain GET)."""
@@ -77,6 +84,28 @@ SCENARIOS: tuple[Scenario, ...] = (
         HELLO,
         "GET /mw/hello: as /hello, through one Python middleware that adds `x-mw: 1`",
         headers=(("x-mw", "1"),),
+    ),
+    Scenario(
+        "file",
+        "GET",
+        "/file",
+        None,
+        f"GET /file: a {BENCH_FILE_SIZE >> 20} MiB file named by the handler (pyhost "
+        "`FileResponse`, Granian RSGI `response_file`), few connections",
+        connections=4,
+        smoke_connections=2,
+        file_size=BENCH_FILE_SIZE,
+    ),
+    Scenario(
+        "static",
+        "GET",
+        f"/static/{BENCH_FILE_NAME}",
+        None,
+        f"GET /static/{BENCH_FILE_NAME}: the same file from a static directory mount (pyhost "
+        "`[static]`, Granian `--static-path-mount`), no Python",
+        connections=4,
+        smoke_connections=2,
+        file_size=BENCH_FILE_SIZE,
     ),
 )
 

@@ -26,6 +26,11 @@ class Layout:
         """The virtualenv's scripts directory."""
         return self.venv / "bin"
 
+    @property
+    def static_dir(self) -> Path:
+        """The directory of the download scenarios' file, served by every server's mount."""
+        return self.apps / "static"
+
 
 def _granian(layout: Layout, interface: str, target: str, port: int, workers: int) -> list[str]:
     """Granian: ``workers`` workers of one runtime thread, uvloop, HTTP/1 only, no access log."""
@@ -78,6 +83,11 @@ def server_command(name: str, layout: Layout, port: int, workers: int = 1) -> li
         # worker process inherits it).
         granian = _granian(layout, "rsgi", "rsgi_app:app", port, workers)
         return ["chrt", "--batch", "0", *granian]
+    if name == "granian-static":
+        # Granian's own static files (Rust, before the app): the same RSGI app behind them.
+        *granian, target = _granian(layout, "rsgi", "rsgi_app:app", port, workers)
+        mount = ["--static-path-route", "/static", "--static-path-mount", str(layout.static_dir)]
+        return [*granian, *mount, target]
     if name == "granian-asgi":
         return _granian(layout, "asgi", "asgi_app:app", port, workers)
     if name == "starlette-granian":
@@ -113,6 +123,8 @@ SERVERS: tuple[str, ...] = (
     # A framework on a server: Starlette on Granian, its middleware written both ways.
     "starlette-granian",
     "starlette-granian-basehttp",
+    # Granian's static file serving, for the static directory download.
+    "granian-static",
     # References, not peers: how much of the difference is the scheduling policy alone.
     "pyhost-no-batch",
     "granian-rsgi-batch",
@@ -124,8 +136,10 @@ RAW_SCENARIOS = frozenset({"hello", "users", "echo", "sleep0", "sleep50"})
 # The scenarios each server's app implements; a server not listed here implements them all.
 # Starlette's app is there for the middleware comparison: ``mw``, and ``hello`` beside it.
 IMPLEMENTS: dict[str, frozenset[str]] = {
-    "granian-rsgi": RAW_SCENARIOS,
-    "granian-rsgi-batch": RAW_SCENARIOS,
+    # The RSGI app also sends the download with `response_file` (Rust reads the file).
+    "granian-rsgi": RAW_SCENARIOS | {"file"},
+    "granian-rsgi-batch": RAW_SCENARIOS | {"file"},
+    "granian-static": frozenset({"static"}),
     "granian-asgi": RAW_SCENARIOS,
     "uvicorn": RAW_SCENARIOS,
     "starlette-granian": frozenset({"hello", "mw"}),

@@ -17,7 +17,9 @@ use tokio::sync::oneshot;
 
 use crate::bridge::Bridge;
 use crate::streaming::body::{Body, Deferred, HandlerReply};
+use crate::streaming::file;
 use crate::streaming::request_body::BodySource;
+use crate::streaming::static_files::StaticFiles;
 use pyhost_core::admission::{Admission, Rejection, Routed};
 use pyhost_core::request::RequestData;
 use pyhost_core::routing::Route;
@@ -56,6 +58,8 @@ pub struct HttpService {
     recycle_after: u64,
     /// `[cors]` and `[compression]`, when either is configured.
     middleware: Option<Middleware>,
+    /// `[static]`, when configured: what its mounts take is served before routing.
+    statics: Option<StaticFiles>,
     /// The limits forms are parsed under (`server.form_*`).
     forms: pyhost_core::form::FormLimits,
 }
@@ -97,6 +101,10 @@ impl HttpService {
     /// A service dispatching to `bridge` under the limits and middleware of `config`.
     pub fn new(bridge: Arc<Bridge>, config: &Config) -> Self {
         let server = &config.server;
+        let statics = StaticFiles::new(&config.statics);
+        if let Some(statics) = &statics {
+            statics.warn_shadowed(bridge.routes());
+        }
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -121,6 +129,7 @@ impl HttpService {
                 .and_then(|link| link.max_requests)
                 .unwrap_or(u64::MAX),
             middleware: Middleware::new(config),
+            statics,
             forms: server.forms,
         }
     }
@@ -156,6 +165,14 @@ impl HttpService {
                 Step::Wait(pending) => service.wait(pending, &request_id).await,
                 Step::ReadBody(read) => read.await,
             };
+            // A file is opened and checked before the head goes out; boxed, so the future
+            // of every other request does not grow by the file's.
+            if matches!(answer.body, Some(Deferred::File(_)))
+                && let Some(Deferred::File(job)) = answer.body.take()
+            {
+                (answer.reply, answer.body) =
+                    Box::pin(file::resolve(job, answer.head, &request_id)).await;
+            }
             if let (Some(middleware), Some(seen)) = (&service.middleware, seen) {
                 middleware.finish(&seen, &mut answer.reply, answer.body.is_some());
             }
@@ -176,6 +193,13 @@ impl HttpService {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (mut parts, body) = request.into_parts();
+        // `OPTIONS` goes on to admission, which answers a CORS preflight on any path.
+        if let Some(statics) = &self.statics
+            && parts.method != http::Method::OPTIONS
+            && statics.prefix_of(parts.uri.path()).is_some()
+        {
+            return Step::Done(self.take_static(statics, &mut parts));
+        }
         let routed = match self.admission.route(self.bridge.routes(), &mut parts) {
             Ok(routed) => routed,
             Err(rejection) => return Step::Done(rejection.into()),
@@ -221,6 +245,29 @@ impl HttpService {
                 Err(answer) => answer,
             }
         }))
+    }
+
+    /// A request under a `[static]` mount: held to the same head checks, then answered by
+    /// [`file::resolve`] without routing or Python.
+    fn take_static(&self, statics: &StaticFiles, parts: &mut http::request::Parts) -> Answer {
+        if let Err(rejection) = self.admission.screen(parts) {
+            return rejection.into();
+        }
+        match statics.take(parts) {
+            Some(request) => Answer {
+                reply: Reply::empty(StatusCode::OK),
+                body: Some(Deferred::File(file::FileJob::Static(Box::new(request)))),
+                head: parts.method == http::Method::HEAD,
+                close: false,
+            },
+            // `prefix_of` said a mount takes it; the authority's settling keeps the path.
+            None => Answer {
+                reply: Reply::detail(StatusCode::NOT_FOUND, "Not Found"),
+                body: None,
+                head: false,
+                close: false,
+            },
+        }
     }
 
     /// Reads the whole body under the size limit (the route's) and the body timeout.
@@ -475,7 +522,12 @@ fn into_response(answer: Answer, request_id: &str) -> Response<Body> {
     for (name, value) in reply.headers {
         headers.append(name, value);
     }
-    if head && !streamed && reply.status != StatusCode::NO_CONTENT {
+    // A file's answer says its own length.
+    if head
+        && !streamed
+        && reply.status != StatusCode::NO_CONTENT
+        && !headers.contains_key(CONTENT_LENGTH)
+    {
         headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
     }
     if let Ok(value) = HeaderValue::from_str(request_id) {

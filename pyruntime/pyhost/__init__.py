@@ -16,6 +16,7 @@ from .host import CapabilityError, HostError, host, host_logging_handler
 from .params import REQUIRED, Cookie, Form, Header, Query
 from .requests import Request
 from .responses import (
+    FileResponse,
     HTMLResponse,
     HTTPError,
     JSONResponse,
@@ -32,6 +33,7 @@ __all__ = [
     "CapabilityError",
     "Cookie",
     "EventSourceResponse",
+    "FileResponse",
     "Form",
     "FormData",
     "HTMLResponse",

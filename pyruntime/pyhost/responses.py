@@ -9,9 +9,11 @@ from __future__ import annotations
 import http
 import json
 import math
+import os
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeAlias
 
+from . import _context
 from .datastructures import MutableHeaders
 
 if TYPE_CHECKING:
@@ -296,6 +298,98 @@ class HTMLResponse(PlainTextResponse):
     """A ``text/html; charset=utf-8`` response from ``str`` (encoded as UTF-8) or bytes."""
 
     _media_type = _HTML_MEDIA_TYPE
+
+
+class FileResponse(Response):
+    """A file, read and sent by the host in Rust: its bytes never pass through Python.
+
+    The host opens the file when the handler returns (off the event loop), and answers with
+    ``Content-Type`` from the extension (of ``filename`` when given, else of ``path``) unless
+    ``media_type`` says otherwise, ``Content-Length``, ``ETag``, ``Last-Modified`` and
+    ``Accept-Ranges: bytes``. For a ``GET`` or ``HEAD`` with status 200 it answers the request's
+    ``If-None-Match``/``If-Modified-Since`` (304), ``If-Match``/``If-Unmodified-Since`` (412) and
+    a single ``Range`` (206, under ``If-Range``; 416 when unsatisfiable; several ranges get the
+    whole file). The conditional headers are those of the request being handled when the
+    response is constructed. A missing file is answered 404, an unreadable one 500 (logged).
+
+    ``filename`` adds ``Content-Disposition: attachment`` (or ``content_disposition_type``)
+    with the name, encoded as RFC 6266 and RFC 5987 say for names that are not plain ASCII.
+    A relative ``path`` is relative to the server's working directory.
+
+    >>> print(FileResponse("report.pdf", filename="Übersicht.pdf").headers["content-disposition"])
+    attachment; filename="_bersicht.pdf"; filename*=UTF-8''%C3%9Cbersicht.pdf
+    """
+
+    path: str
+    filename: str | None
+    _conditions: tuple[str | None, ...]
+    _method: str
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        media_type: str | None = None,
+        filename: str | None = None,
+        status: int = 200,
+        headers: HeadersInput = None,
+        *,
+        content_disposition_type: str = "attachment",
+        background: Callable[[], Any] | None = None,
+    ) -> None:
+        super().__init__(b"", status, headers, background=background)
+        # None: the host guesses it from the extension.
+        self.media_type = media_type
+        self.path = os.fspath(path)
+        if not isinstance(self.path, str):
+            raise TypeError(f"path must be a str or os.PathLike[str], got {path!r}")
+        self.filename = filename
+        if filename is not None and self.headers.get("content-disposition") is None:
+            self.headers["content-disposition"] = _content_disposition(
+                content_disposition_type, filename
+            )
+        request: Any = _context.current.get()
+        request_headers = getattr(request, "headers", None)
+        self._method = getattr(request, "method", "GET")
+        if request_headers is None:
+            self._conditions = (None,) * len(_CONDITIONAL_HEADERS)
+        else:
+            # A list header may come as several lines: one value, as RFC 9110 §5.3 allows.
+            self._conditions = tuple(
+                ", ".join(values) if (values := request_headers.getlist(name)) else None
+                for name in _CONDITIONAL_HEADERS
+            )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status={self.status}, path={self.path!r})"
+
+
+_CONDITIONAL_HEADERS: Final = (
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "range",
+    "if-range",
+)
+"""The request headers a file's answer depends on, in the order the host reads them."""
+
+# RFC 5987's attr-char, besides what `quote` always keeps (letters, digits and `_.-~`).
+_ATTR_CHARS: Final = "!#$&+^`|"
+
+
+def _content_disposition(kind: str, filename: str) -> str:
+    """``Content-Disposition`` naming ``filename``: a quoted ASCII name, plus ``filename*``
+    (RFC 5987, UTF-8 percent-encoded) when the name is not plain printable ASCII."""
+    if not kind or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in kind):
+        raise ValueError(f"content_disposition_type must be a token such as 'inline', got {kind!r}")
+    plain = all(" " <= c <= "~" and c not in '"\\' for c in filename)
+    if plain:
+        return f'{kind}; filename="{filename}"'
+    from urllib.parse import quote
+
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in filename)
+    encoded = quote(filename, safe=_ATTR_CHARS, encoding="utf-8")
+    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
 
 
 class StreamingResponse(Response):

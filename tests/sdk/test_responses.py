@@ -165,3 +165,65 @@ def test_http_error_with_unregistered_status():
     assert HTTPError(499).detail == "HTTP 499"
     with pytest.raises(ValueError):
         HTTPError(700)
+
+
+def test_file_response_names_the_file_and_leaves_the_bytes_to_the_host(tmp_path):
+    from pyhost import FileResponse
+
+    response = FileResponse(tmp_path / "a.txt")
+    assert response.path == str(tmp_path / "a.txt")
+    assert response.body == b""
+    assert response.media_type is None  # the host guesses it from the extension
+    assert response.headers == []
+    assert isinstance(response, Response)
+
+
+@pytest.mark.parametrize(
+    ("filename", "header"),
+    [
+        ("report.pdf", 'attachment; filename="report.pdf"'),
+        ("a b.txt", 'attachment; filename="a b.txt"'),
+        ("naïve.txt", "attachment; filename=\"na_ve.txt\"; filename*=UTF-8''na%C3%AFve.txt"),
+        ('q"uo\\te', "attachment; filename=\"q_uo_te\"; filename*=UTF-8''q%22uo%5Cte"),
+        ("line\r\nbreak", "attachment; filename=\"line__break\"; filename*=UTF-8''line%0D%0Abreak"),
+        ("日本.txt", "attachment; filename=\"__.txt\"; filename*=UTF-8''%E6%97%A5%E6%9C%AC.txt"),
+    ],
+)
+def test_file_response_content_disposition(filename, header):
+    from pyhost import FileResponse
+
+    assert FileResponse("x", filename=filename).headers["content-disposition"] == header
+
+
+def test_file_response_disposition_type_and_own_header():
+    from pyhost import FileResponse
+
+    inline = FileResponse("x", filename="a.txt", content_disposition_type="inline")
+    assert inline.headers["content-disposition"] == 'inline; filename="a.txt"'
+    own = FileResponse("x", filename="a.txt", headers={"content-disposition": "inline"})
+    assert own.headers.getlist("content-disposition") == ["inline"]
+    with pytest.raises(ValueError, match="content_disposition_type"):
+        FileResponse("x", filename="a", content_disposition_type="attachment; x=1")
+    with pytest.raises(TypeError, match="path"):
+        FileResponse(b"bytes-path")  # type: ignore[arg-type]
+
+
+def test_file_response_takes_the_current_requests_conditional_headers():
+    from pyhost import FileResponse, _context
+
+    class FakeRequest:
+        request_id = "r1"
+        method = "HEAD"
+        headers = Headers(
+            [("range", "bytes=0-1"), ("if-none-match", '"x"'), ("If-None-Match", '"y"')]
+        )
+
+    outside = FileResponse("x")
+    assert outside._conditions == (None,) * 6
+    token = _context.current.set(FakeRequest())
+    try:
+        inside = FileResponse("x")
+    finally:
+        _context.current.reset(token)
+    assert inside._method == "HEAD"
+    assert inside._conditions == (None, '"x", "y"', None, None, "bytes=0-1", None)

@@ -112,6 +112,14 @@ impl Admission {
         table: &RouteTable,
         parts: &mut http::request::Parts,
     ) -> Result<Routed, Rejection> {
+        self.screen(parts)?;
+        self.route_screened(table, parts)
+    }
+
+    /// The checks of [`Admission::route`] that come before the target is decoded and routed:
+    /// the authority, `server.allowed_hosts` and the head limits. What a `[static]` mount
+    /// takes is held to these, then served without routing.
+    pub fn screen(&self, parts: &mut http::request::Parts) -> Result<(), Rejection> {
         authority::settle(parts).map_err(|err| Rejection::new(err.into_reply()))?;
         if let Some(allowed) = &self.allowed_hosts {
             let host = parts.headers.get(HOST).and_then(|v| v.to_str().ok());
@@ -151,6 +159,14 @@ impl Admission {
                 format!("URL too long: the limit is {} bytes", self.max_url_length),
             )));
         }
+        Ok(())
+    }
+
+    fn route_screened(
+        &self,
+        table: &RouteTable,
+        parts: &mut http::request::Parts,
+    ) -> Result<Routed, Rejection> {
         // The target is checked before routing, so a bad one is 400 whether or not a route
         // would have matched it.
         let path = target::decode_path(parts.uri.path()).map_err(bad_target)?;

@@ -234,9 +234,9 @@ impl Completer {
             Ordering::Relaxed,
         );
         match converted {
-            Ok(reply) if producer::is_streaming(result) => self.start_stream(result, reply),
+            Ok(reply) if producer::is_streaming(result) => self.start_stream(result, reply.reply),
             Ok(reply) => {
-                self.send_reply(reply);
+                self.send(reply);
                 self.start_background(result);
             }
             Err(err) => self.conversion_failed(err),

@@ -8,8 +8,14 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyString, PyTuple};
 
+use std::path::PathBuf;
+
+use pyo3::intern;
+
 use crate::bridge::sdk::sdk;
 use crate::pyconv::json::{to_json, type_name};
+use crate::streaming::body::{Deferred, HandlerReply};
+use crate::streaming::file::{Conditions, FileJob, FileRequest, Method};
 use pyhost_core::reply::Reply;
 
 const JSON: &str = "application/json";
@@ -33,14 +39,21 @@ pub(crate) enum ConvertError {
 }
 
 /// Converts a handler's return value.
-pub(crate) fn from_result(result: &Bound<'_, PyAny>) -> Result<Reply, ConvertError> {
+pub(crate) fn from_result(result: &Bound<'_, PyAny>) -> Result<HandlerReply, ConvertError> {
     let py = result.py();
     if result.is_none() {
-        return Ok(Reply::empty(StatusCode::NO_CONTENT));
+        return Ok(Reply::empty(StatusCode::NO_CONTENT).into());
     }
     let sdk = sdk(py).map_err(|err| ConvertError::Invalid(err.to_string()))?;
     if result.is_instance(sdk.response.bind(py)).unwrap_or(false) {
-        return from_response_object(result);
+        // Only responses pay for this test.
+        if result
+            .is_instance(sdk.file_response.bind(py))
+            .unwrap_or(false)
+        {
+            return from_file_response(result);
+        }
+        return from_response_object(result).map(HandlerReply::from);
     }
     if let Ok(tuple) = result.cast::<PyTuple>()
         && (tuple.len() == 2 || tuple.len() == 3)
@@ -57,10 +70,66 @@ pub(crate) fn from_result(result: &Bound<'_, PyAny>) -> Result<Reply, ConvertErr
             let headers = headers_of(&tuple.get_item(2).map_err(invalid)?)?;
             reply.merge_headers(headers);
         }
-        return Ok(reply);
+        return Ok(reply.into());
     }
     let (bytes, media_type) = render_body(result)?;
-    Ok(Reply::with_body(StatusCode::OK, bytes, media_type))
+    Ok(Reply::with_body(StatusCode::OK, bytes, media_type).into())
+}
+
+/// A `FileResponse`: what the host needs to open and answer the file on tokio. Nothing is
+/// read here, not even the file's metadata: the loop thread does no file I/O.
+fn from_file_response(response: &Bound<'_, PyAny>) -> Result<HandlerReply, ConvertError> {
+    let py = response.py();
+    let status = status_of(&response.getattr(intern!(py, "status")).map_err(invalid)?)?;
+    let path: String = response
+        .getattr(intern!(py, "path"))
+        .and_then(|path| path.extract())
+        .map_err(invalid)?;
+    let headers = headers_of(&response.getattr(intern!(py, "headers")).map_err(invalid)?)?;
+    let media_type: Option<String> = response
+        .getattr(intern!(py, "media_type"))
+        .and_then(|m| m.extract())
+        .map_err(invalid)?;
+    let filename: Option<String> = response
+        .getattr(intern!(py, "filename"))
+        .and_then(|f| f.extract())
+        .map_err(invalid)?;
+    let method: String = response
+        .getattr(intern!(py, "_method"))
+        .and_then(|m| m.extract())
+        .map_err(invalid)?;
+    let conditions: Vec<Option<String>> = response
+        .getattr(intern!(py, "_conditions"))
+        .and_then(|c| c.extract())
+        .map_err(invalid)?;
+    let header = |index: usize| {
+        conditions
+            .get(index)
+            .and_then(Option::as_deref)
+            .and_then(|text| HeaderValue::from_str(text).ok())
+    };
+    let request = FileRequest {
+        path: PathBuf::from(path),
+        status,
+        headers,
+        media_type: media_type.as_deref().map(header_value).transpose()?,
+        guess_from: filename.map(PathBuf::from),
+        // In the order of `responses._CONDITIONAL_HEADERS`.
+        conditions: Conditions {
+            if_match: header(0),
+            if_none_match: header(1),
+            if_modified_since: header(2),
+            if_unmodified_since: header(3),
+            range: header(4),
+            if_range: header(5),
+        },
+        method: http::Method::from_bytes(method.as_bytes())
+            .map_or(Method::Other, |method| Method::of(&method)),
+    };
+    Ok(HandlerReply {
+        reply: Reply::empty(status),
+        body: Some(Deferred::File(FileJob::Response(Box::new(request)))),
+    })
 }
 
 fn invalid(err: PyErr) -> ConvertError {

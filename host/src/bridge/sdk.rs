@@ -12,6 +12,8 @@ pub(super) struct Sdk {
     pub query_params: Py<PyAny>,
     /// `pyhost.Response`.
     pub response: Py<PyAny>,
+    /// `pyhost.FileResponse`.
+    pub file_response: Py<PyAny>,
     /// `pyhost.HTTPError`.
     pub http_error: Py<PyAny>,
     /// `uuid.UUID`, imported on first use: only apps with `uuid` parameters pay for the module
@@ -38,6 +40,7 @@ pub(super) fn sdk(py: Python<'_>) -> PyResult<&Sdk> {
             headers: pyhost.getattr("Headers")?.unbind(),
             query_params: pyhost.getattr("QueryParams")?.unbind(),
             response: pyhost.getattr("Response")?.unbind(),
+            file_response: pyhost.getattr("FileResponse")?.unbind(),
             http_error: pyhost.getattr("HTTPError")?.unbind(),
             uuid: PyOnceLock::new(),
         })

@@ -24,6 +24,10 @@ pub(crate) type Streamed = Pin<Box<dyn http_body::Body<Data = Bytes, Error = Box
 pub(crate) enum Deferred {
     /// Chunks a producer sends as it makes them.
     Stream(Streamed),
+    /// A file to open, named by a handler (`FileResponse`) or found by a `[static]` mount:
+    /// opened, checked against the request's preconditions and range, and answered on tokio
+    /// before the head goes out ([`super::file::resolve`]).
+    File(super::file::FileJob),
 }
 
 /// A handler's answer as it comes back from the loop thread.

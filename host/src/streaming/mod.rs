@@ -6,6 +6,9 @@
 //! - [`request_body`]: request bodies read a frame at a time, and fed to `stream=True`
 //!   handlers;
 //! - [`form`]: forms parsed on tokio (multipart with `multer`), large files spooled to disk;
+//! - [`file`]: one file, read on tokio's blocking pool and sent in chunks, with its validators,
+//!   preconditions and ranges (`FileResponse` and the static mounts);
+//! - [`static_files`]: the `[static]` mounts, and which file a request path names;
 //! - [`producer`]: a handler's `StreamingResponse`, produced by a task on the loop thread.
 
 // Until every kind of stream is served, some of the channel's ends have no user yet.
@@ -13,6 +16,8 @@
 pub(crate) mod body;
 #[allow(dead_code)]
 pub(crate) mod channel;
+pub(crate) mod file;
 pub(crate) mod form;
 pub(crate) mod producer;
 pub(crate) mod request_body;
+pub(crate) mod static_files;

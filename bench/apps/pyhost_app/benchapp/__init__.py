@@ -8,10 +8,11 @@ under ``/mw``, whose one middleware adds ``x-mw: 1``: its twin is in
 """
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from pyhost import EventSourceResponse, Request, Response, Router, ServerSentEvent
+from pyhost import EventSourceResponse, FileResponse, Request, Response, Router, ServerSentEvent
 
 router = Router()
 mw_router = Router()
@@ -48,6 +49,17 @@ async def sleep50(request: Request) -> dict[str, str]:
     """Wait 50 ms: many requests in flight at once, little CPU each."""
     await asyncio.sleep(0.05)
     return {"message": "hello"}
+
+
+# The download scenario's file (made by the harness); `/static/big.bin` is the same file
+# through the `[static]` mount of ../pyhost.toml, answered without Python.
+BENCH_FILE = os.path.join(os.path.dirname(__file__), "..", "..", "static", "big.bin")
+
+
+@router.get("/file")
+async def file(request: Request) -> FileResponse:
+    """A file named by the handler, read and sent by the host."""
+    return FileResponse(BENCH_FILE)
 
 
 SSE_TEXT = "the quick brown fox jumps over the lazy dog"

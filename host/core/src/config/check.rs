@@ -118,6 +118,8 @@ pub(super) fn config(raw: RawConfig, file: PathBuf) -> Result<Config, ConfigErro
         })
         .transpose()?;
 
+    let statics = super::static_dirs::mounts(&raw.statics, &base, &invalid)?;
+
     Ok(Config {
         source: file.clone(),
         server,
@@ -126,6 +128,7 @@ pub(super) fn config(raw: RawConfig, file: PathBuf) -> Result<Config, ConfigErro
         kv_path,
         cors,
         compression,
+        statics,
     })
 }
 

@@ -24,6 +24,9 @@ pub(super) struct RawConfig {
     pub(super) kv: RawKv,
     pub(super) cors: Option<RawCors>,
     pub(super) compression: Option<RawCompression>,
+    /// `[static]`: URL prefix → directory.
+    #[serde(default, rename = "static")]
+    pub(super) statics: BTreeMap<String, String>,
 }
 
 /// `[cors]`; only `allow_origins` is required.

@@ -10,6 +10,7 @@
 
 mod check;
 mod file;
+mod static_dirs;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use crate::error::ConfigError;
 use crate::middleware::cors::CorsPolicy;
 use crate::middleware::encoding::CompressionPolicy;
 use crate::middleware::hosts::AllowedHosts;
+pub use static_dirs::StaticMount;
 
 /// Everything the host needs to know to load and serve one handler package.
 #[non_exhaustive]
@@ -41,6 +43,8 @@ pub struct Config {
     pub cors: Option<CorsPolicy>,
     /// `[compression]`; `None`: responses go out as the handler made them.
     pub compression: Option<CompressionPolicy>,
+    /// `[static]`: directories served under URL prefixes, longest prefix first.
+    pub statics: Vec<StaticMount>,
 }
 
 /// One handler package mounted at a path prefix, with what it is allowed to use.
