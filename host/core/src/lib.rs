@@ -23,3 +23,4 @@ pub mod routing;
 pub mod spec;
 pub mod target;
 pub mod validation;
+pub mod websocket;

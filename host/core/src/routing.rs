@@ -46,6 +46,8 @@ pub struct Route {
     pub body_schema: Option<serde_json::Value>,
     /// The route's own handler timeout, when it declares one.
     pub timeout: Option<std::time::Duration>,
+    /// A WebSocket route: its requests are upgrades (`crate::websocket`).
+    pub websocket: bool,
     /// Index of the plugin that owns it.
     pub plugin: usize,
 }
@@ -398,6 +400,7 @@ impl RouteTable {
                     body: body.clone(),
                     body_schema: spec.body_schema.clone(),
                     timeout,
+                    websocket: spec.websocket,
                     plugin: spec.plugin,
                 }));
             }

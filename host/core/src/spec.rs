@@ -34,6 +34,10 @@ pub struct RouteSpec {
     /// Seconds this route's handler may run, overriding `server.request_timeout`.
     #[serde(default)]
     pub timeout: Option<f64>,
+    /// A WebSocket route (`router.websocket`): a `GET` whose handler gets the socket, not a
+    /// request, once the upgrade request is admitted (`crate::websocket`).
+    #[serde(default)]
+    pub websocket: bool,
     /// Index of the plugin that declared it (set by the loader, not by the SDK).
     #[serde(skip)]
     pub plugin: usize,
