@@ -43,6 +43,7 @@ mod service;
 mod services;
 mod signals;
 mod slots;
+mod streaming;
 mod supervisor;
 pub mod workers;
 
@@ -54,12 +55,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
 
 pub use config::Config;
 pub use error::{ConfigError, StartupError};
 pub use services::HostFunctions;
 pub use signals::ShutdownSignals;
+pub use streaming::body::{Body, BoxError};
 
 /// A route of the loaded package, as `pyhost routes` lists it.
 #[derive(Debug, Clone)]
@@ -263,7 +264,7 @@ impl Host {
         &self,
         request: http::Request<B>,
         client: Option<SocketAddr>,
-    ) -> http::Response<Full<Bytes>>
+    ) -> http::Response<Body>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -326,7 +327,7 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    type Response = http::Response<Full<Bytes>>;
+    type Response = http::Response<Body>;
     type Error = std::convert::Infallible;
     type Future =
         std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;

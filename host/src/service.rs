@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH};
 use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::sync::oneshot;
 
 use crate::bridge::Bridge;
+use crate::streaming::body::{Body, Deferred, HandlerReply};
 use pyhost_core::admission::{Admission, Rejection, Routed};
 
 use crate::logging::{LogBudget, suppressed_note};
@@ -48,6 +49,8 @@ pub struct HttpService {
 /// A response to send, with what the connection should do afterwards.
 struct Answer {
     reply: Reply,
+    /// The body, when it follows the head rather than being in `reply`.
+    body: Option<Deferred>,
     head: bool,
     close: bool,
 }
@@ -58,6 +61,7 @@ impl Answer {
     fn closing(reply: Reply) -> Self {
         Self {
             reply,
+            body: None,
             head: false,
             close: true,
         }
@@ -68,6 +72,7 @@ impl From<Rejection> for Answer {
     fn from(rejection: Rejection) -> Self {
         Self {
             reply: rejection.reply,
+            body: None,
             head: false,
             close: rejection.close,
         }
@@ -112,7 +117,7 @@ impl HttpService {
         self: &Arc<Self>,
         request: Request<B>,
         client: Option<SocketAddr>,
-    ) -> impl Future<Output = Response<Full<Bytes>>> + use<B>
+    ) -> impl Future<Output = Response<Body>> + use<B>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -250,6 +255,7 @@ impl HttpService {
                 .push((http::header::RETRY_AFTER, HeaderValue::from_static("1")));
             Answer {
                 reply,
+                body: None,
                 head,
                 close: false,
             }
@@ -279,7 +285,7 @@ impl HttpService {
                 .ok(),
             None => Some((&mut pending.receiver).await),
         };
-        let reply = match outcome {
+        let HandlerReply { reply, body } = match outcome {
             Some(Ok(reply)) => {
                 pending.cancel = false;
                 reply
@@ -294,6 +300,7 @@ impl HttpService {
                     StatusCode::INTERNAL_SERVER_ERROR,
                     &serde_json::json!({"detail": "Internal Server Error", "request_id": &**request_id}),
                 )
+                .into()
             }
             None => {
                 pending.cancel = true;
@@ -310,10 +317,12 @@ impl HttpService {
                     StatusCode::GATEWAY_TIMEOUT,
                     format!("Handler timed out after {seconds}s"),
                 )
+                .into()
             }
         };
         Answer {
             reply,
+            body,
             head: pending.head,
             close: false,
         }
@@ -326,7 +335,7 @@ impl HttpService {
 struct Pending {
     bridge: Arc<Bridge>,
     key: u64,
-    receiver: oneshot::Receiver<Reply>,
+    receiver: oneshot::Receiver<HandlerReply>,
     timeout: Option<Duration>,
     handler: Arc<str>,
     head: bool,
@@ -361,17 +370,28 @@ struct Admitted {
     request_id: Arc<str>,
 }
 
-fn into_response(answer: Answer, request_id: &str) -> Response<Full<Bytes>> {
-    let Answer { reply, head, close } = answer;
+fn into_response(answer: Answer, request_id: &str) -> Response<Body> {
+    let Answer {
+        reply,
+        body: deferred,
+        head,
+        close,
+    } = answer;
     let length = reply.body.len();
-    let body = if head { Bytes::new() } else { reply.body };
-    let mut response = Response::new(Full::new(body));
+    // A HEAD request's stream is dropped unread, which stops its producer.
+    let streamed = deferred.is_some();
+    let body = match deferred {
+        Some(Deferred::Stream(stream)) if !head => Body::streamed(stream),
+        _ if head => Body::full(Bytes::new()),
+        _ => Body::full(reply.body),
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = reply.status;
     let headers = response.headers_mut();
     for (name, value) in reply.headers {
         headers.append(name, value);
     }
-    if head && reply.status != StatusCode::NO_CONTENT {
+    if head && !streamed && reply.status != StatusCode::NO_CONTENT {
         headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
     }
     if let Ok(value) = HeaderValue::from_str(request_id) {
@@ -395,7 +415,7 @@ mod tests {
     fn serve_one(
         service: &Arc<HttpService>,
         request: Request<hyper::body::Incoming>,
-    ) -> impl Future<Output = Response<Full<Bytes>>> + use<> {
+    ) -> impl Future<Output = Response<Body>> + use<> {
         service.handle(request, None)
     }
 

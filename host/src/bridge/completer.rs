@@ -17,16 +17,17 @@ use crate::bridge::sdk::sdk;
 use crate::bridge::stats::STATS;
 use crate::interpreter::format_exception;
 use crate::logging::{LogBudget, suppressed_note};
+use crate::streaming::body::{Deferred, HandlerReply};
 use pyhost_core::reply::Reply;
 
 /// Running handler tasks by request key, so a request can be cancelled. Only the loop thread
 /// touches it (the mutex is never contended).
 #[derive(Clone, Default)]
-pub struct TaskMap(Arc<Mutex<HashMap<u64, Py<PyAny>>>>);
+pub(crate) struct TaskMap(Arc<Mutex<HashMap<u64, Py<PyAny>>>>);
 
 impl TaskMap {
     /// Records the task of request `key`.
-    pub fn insert(&self, key: u64, task: Py<PyAny>) {
+    pub(crate) fn insert(&self, key: u64, task: Py<PyAny>) {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -34,7 +35,7 @@ impl TaskMap {
     }
 
     /// Forgets (and returns) the task of request `key`.
-    pub fn remove(&self, key: u64) -> Option<Py<PyAny>> {
+    pub(crate) fn remove(&self, key: u64) -> Option<Py<PyAny>> {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -48,7 +49,7 @@ static CANCELLED_LOGS: LogBudget = LogBudget::new(20);
 /// Where one request's reply goes, and what to say in the log about it.
 #[pyclass(module = "pyhost")]
 pub struct Completer {
-    reply: Option<oneshot::Sender<Reply>>,
+    reply: Option<oneshot::Sender<HandlerReply>>,
     request_id: Arc<str>,
     route: Arc<str>,
     method: http::Method,
@@ -62,8 +63,8 @@ pub struct Completer {
 impl Completer {
     /// A completer for one request.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        reply: oneshot::Sender<Reply>,
+    pub(crate) fn new(
+        reply: oneshot::Sender<HandlerReply>,
         request_id: Arc<str>,
         route: Arc<str>,
         method: http::Method,
@@ -92,6 +93,19 @@ impl Completer {
 
     /// Sends the reply, once; later calls do nothing. The request's task is finished with.
     pub fn send_reply(&mut self, reply: Reply) {
+        self.send(HandlerReply::from(reply));
+    }
+
+    /// Sends the head of a reply whose body follows (see [`Deferred`]), once.
+    #[allow(dead_code)] // the streamed responses' producer uses it
+    pub(crate) fn send_deferred(&mut self, reply: Reply, body: Deferred) {
+        self.send(HandlerReply {
+            reply,
+            body: Some(body),
+        });
+    }
+
+    fn send(&mut self, reply: HandlerReply) {
         self.tasks.remove(self.key);
         if self.reply.is_some() {
             STATS

@@ -185,6 +185,7 @@ fn run_loop(
         .getattr("Coroutine")?
         .call_method1("register", (py.get_type::<Watched>(),))?;
     install_logging(py)?;
+    crate::streaming::channel::bind_loop(&event_loop)?;
     watchdog::start(py, invoke.getattr("HandlerTimeout")?.unbind())?;
 
     let is_async: Vec<bool> = loaded.specs.iter().map(|spec| spec.is_async).collect();
@@ -462,6 +463,7 @@ impl Dispatcher {
                         task.bind(py).call_method0("cancel")?;
                     }
                 }
+                Message::Wake(key) => crate::streaming::channel::wake(py, key)?,
             }
         }
         Ok(())

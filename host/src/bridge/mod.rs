@@ -24,8 +24,8 @@ use tokio::sync::oneshot;
 
 use crate::error::StartupError;
 use crate::interpreter::InterpreterInfo;
+use crate::streaming::body::HandlerReply;
 use pyhost_core::config::Config;
-use pyhost_core::reply::Reply;
 use pyhost_core::request::RequestData;
 use pyhost_core::routing::RouteTable;
 
@@ -38,6 +38,9 @@ pub(crate) enum Message {
     Run(Box<Job>),
     /// Cancel the handler task of request `key` (its client left or its time ran out).
     Cancel(u64),
+    /// Complete the future the loop side of stream channel `key` awaits
+    /// ([`streaming::channel`](crate::streaming::channel)).
+    Wake(u64),
 }
 
 /// One request on its way to a handler.
@@ -55,7 +58,7 @@ pub(crate) struct Job {
     /// The request.
     pub data: RequestData,
     /// Where the reply goes.
-    pub reply: oneshot::Sender<Reply>,
+    pub reply: oneshot::Sender<HandlerReply>,
 }
 
 /// A running interpreter with its loaded routes, ready to take requests.
@@ -75,6 +78,7 @@ impl Bridge {
             file: config.source.clone(),
             message: format!("cannot create the wake-up eventfd: {err}"),
         })?);
+        crate::streaming::channel::attach(queue.clone());
         let (ready, stopped) = event_loop::spawn(config, queue.clone())?;
         let (table, info) = ready;
         Ok(Self {
@@ -98,13 +102,13 @@ impl Bridge {
 
     /// Hands a request to the loop thread; the reply arrives on the returned channel, and the
     /// key identifies the request for [`Bridge::cancel`].
-    pub fn submit(
+    pub(crate) fn submit(
         &self,
         route: usize,
         handler: Arc<str>,
         data: RequestData,
         deadline: Option<Instant>,
-    ) -> (u64, oneshot::Receiver<Reply>) {
+    ) -> (u64, oneshot::Receiver<HandlerReply>) {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let (reply, receiver) = oneshot::channel();
         self.queue.push(Message::Run(Box::new(Job {

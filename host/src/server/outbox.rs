@@ -22,7 +22,6 @@
 //! connection's counters when it starts and two when its response is done. No lock, no
 //! system call.
 
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -30,11 +29,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::FutureExt;
 use http::header::{CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Response, StatusCode};
 use http_body::{Frame, SizeHint};
-use http_body_util::{BodyExt, Full};
+
+use crate::streaming::body::{Body, BoxError, Kind, Streamed};
 
 use super::drain::Drain;
 use super::limits::CHUNK;
@@ -143,20 +142,27 @@ impl Outbox {
     /// drain has begun says `Connection: close`.
     fn admit(
         self: &Arc<Self>,
-        response: Response<Full<Bytes>>,
+        response: Response<Body>,
         request: RequestGuard,
         http1: bool,
     ) -> Response<OutBody> {
-        let (mut parts, mut body) = response.into_parts();
+        let (mut parts, body) = response.into_parts();
         if http1 && self.drain.has_begun() {
             parts
                 .headers
                 .insert(CONNECTION, HeaderValue::from_static("close"));
         }
-        // `Full` has its bytes ready: its first frame never waits.
-        let bytes = match body.frame().now_or_never() {
-            Some(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
-            _ => Bytes::new(),
+        let bytes = match body.into_kind() {
+            Kind::Full(bytes) => bytes,
+            Kind::Stream(stream) => {
+                let body = OutBody {
+                    rest: Bytes::new(),
+                    pieces: Some(self.clone()),
+                    stream: Some(stream),
+                    _request: request,
+                };
+                return Response::from_parts(parts, body);
+            }
         };
         if bytes.is_empty() {
             return Response::from_parts(parts, OutBody::plain(bytes, request));
@@ -173,6 +179,7 @@ impl Outbox {
                 let body = OutBody {
                     rest: Bytes::from_owner(owner),
                     pieces: pieces.then(|| self.clone()),
+                    stream: None,
                     _request: request,
                 };
                 Response::from_parts(parts, body)
@@ -237,7 +244,7 @@ pub(super) struct RequestGuard(Arc<Outbox>);
 impl RequestGuard {
     /// The request's response as hyper is to send it (see [`Outbox`]); `http1` when the
     /// connection may be HTTP/1, whose drain needs `Connection: close`.
-    pub(super) fn respond(self, response: Response<Full<Bytes>>, http1: bool) -> Response<OutBody> {
+    pub(super) fn respond(self, response: Response<Body>, http1: bool) -> Response<OutBody> {
         let outbox = self.0.clone();
         outbox.admit(response, self, http1)
     }
@@ -308,11 +315,16 @@ impl Drop for Piece {
     }
 }
 
-/// A response body as hyper gets it: the rest of the bytes, handed out in pieces.
+/// A response body as hyper gets it: the rest of the bytes, handed out in pieces, and for a
+/// streamed body the stream they come from.
 pub(super) struct OutBody {
     rest: Bytes,
     /// The connection to credit each piece to, for a body cut into pieces.
     pieces: Option<Arc<Outbox>>,
+    /// Where more bytes come from once `rest` is sent: each chunk is charged to the budgets
+    /// (past the caps: the producer is held back by its channel, so what a stream holds is
+    /// bounded by hyper's and h2's buffers plus the chunk in hand) and cut into pieces.
+    stream: Option<Streamed>,
     _request: RequestGuard,
 }
 
@@ -322,6 +334,7 @@ impl OutBody {
         Self {
             rest: bytes,
             pieces: None,
+            stream: None,
             _request: request,
         }
     }
@@ -329,15 +342,44 @@ impl OutBody {
 
 impl http_body::Body for OutBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        if this.rest.is_empty() {
-            return Poll::Ready(None);
+        while this.rest.is_empty() {
+            let Some(stream) = &mut this.stream else {
+                return Poll::Ready(None);
+            };
+            match stream.as_mut().poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    this.stream = None;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Err(err))) => {
+                    this.stream = None;
+                    return Poll::Ready(Some(Err(err)));
+                }
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) if data.is_empty() => {}
+                    Ok(data) => {
+                        let Some(outbox) = &this.pieces else {
+                            return Poll::Ready(None);
+                        };
+                        let charge = outbox.charge_anyway(data.len());
+                        this.rest = Bytes::from_owner(Charged {
+                            bytes: data,
+                            charge,
+                            count_taken: false,
+                        });
+                    }
+                    // Trailers pass through as they are.
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+            }
         }
         let data = match &this.pieces {
             None => std::mem::take(&mut this.rest),
@@ -353,11 +395,23 @@ impl http_body::Body for OutBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.rest.is_empty()
+        self.rest.is_empty() && self.stream.as_ref().is_none_or(|s| s.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(u64::try_from(self.rest.len()).unwrap_or(u64::MAX))
+        let rest = u64::try_from(self.rest.len()).unwrap_or(u64::MAX);
+        match &self.stream {
+            None => SizeHint::with_exact(rest),
+            Some(stream) => {
+                let more = stream.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(more.lower().saturating_add(rest));
+                if let Some(upper) = more.upper() {
+                    hint.set_upper(upper.saturating_add(rest));
+                }
+                hint
+            }
+        }
     }
 }
 
@@ -374,6 +428,7 @@ fn busy(parts: http::response::Parts, request: RequestGuard, charge: Charge) -> 
     let body = OutBody {
         rest: Bytes::from_owner(owner),
         pieces: None,
+        stream: None,
         _request: request,
     };
     let mut response = Response::new(body);
@@ -394,8 +449,11 @@ mod tests {
     use super::*;
     use http_body::Body;
 
-    fn response(length: usize) -> Response<Full<Bytes>> {
-        Response::new(Full::new(Bytes::from(vec![7u8; length])))
+    fn response(length: usize) -> Response<crate::streaming::body::Body> {
+        Response::new(crate::streaming::body::Body::full(Bytes::from(vec![
+            7u8;
+            length
+        ])))
     }
 
     fn drain_body(body: &mut OutBody) -> Vec<Bytes> {

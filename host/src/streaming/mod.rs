@@ -1,0 +1,11 @@
+//! The byte movers: bodies that cross between tokio and the loop thread a piece at a time.
+//!
+//! - [`channel`]: the bounded channels both ways, with the loop side's wake-ups;
+//! - [`body`]: the response body the service hands to hyper (or to an embedder): whole, or
+//!   streamed after the head.
+
+// Until every kind of stream is served, some of the channel's ends have no user yet.
+#[allow(dead_code)]
+pub(crate) mod body;
+#[allow(dead_code)]
+pub(crate) mod channel;
