@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 
 use crate::bridge::Bridge;
 use crate::streaming::body::{Body, Deferred, HandlerReply};
+use crate::streaming::websocket::{Deciding, Dispatch, WebSockets};
 use pyhost_core::admission::{Admission, Rejection, Routed};
 
 use crate::logging::{LogBudget, suppressed_note};
@@ -44,6 +45,8 @@ pub struct HttpService {
     recycle_after: u64,
     /// `[cors]` and `[compression]`, when either is configured.
     middleware: Option<Middleware>,
+    /// WebSocket routes' connections (`streaming::websocket`).
+    websockets: Arc<WebSockets>,
 }
 
 /// A response to send, with what the connection should do afterwards.
@@ -64,6 +67,17 @@ impl Answer {
             body: None,
             head: false,
             close: true,
+        }
+    }
+}
+
+impl From<Reply> for Answer {
+    fn from(reply: Reply) -> Self {
+        Self {
+            reply,
+            body: None,
+            head: false,
+            close: false,
         }
     }
 }
@@ -104,7 +118,13 @@ impl HttpService {
                 .and_then(|link| link.max_requests)
                 .unwrap_or(u64::MAX),
             middleware: Middleware::new(config),
+            websockets: Arc::new(WebSockets::new(config)),
         }
+    }
+
+    /// The open WebSocket connections, for the shutdown.
+    pub(crate) fn websockets(&self) -> &WebSockets {
+        &self.websockets
     }
 
     /// Answers one request. Never fails: every problem becomes an HTTP error response.
@@ -137,6 +157,7 @@ impl HttpService {
                 Step::Done(answer) => answer,
                 Step::Wait(pending) => service.wait(pending, &request_id).await,
                 Step::ReadBody(read) => read.await,
+                Step::Upgrade(deciding) => Answer::from(deciding.await),
             };
             if let (Some(middleware), Some(seen)) = (&service.middleware, seen) {
                 middleware.finish(&seen, &mut answer.reply);
@@ -162,6 +183,18 @@ impl HttpService {
             Ok(routed) => routed,
             Err(rejection) => return Step::Done(rejection.into()),
         };
+        if routed.route.websocket {
+            let dispatch = Dispatch {
+                bridge: &self.bridge,
+                admission: &self.admission,
+                http_slots: &self.slots,
+                request_timeout: routed.route.timeout.or(self.request_timeout),
+            };
+            return match self.websockets.start(dispatch, parts, routed, client, request_id.clone()) {
+                Ok(deciding) => Step::Upgrade(deciding),
+                Err(reply) => Step::Done(Answer::from(reply)),
+            };
+        }
         let request = Admitted {
             parts,
             routed,
@@ -360,6 +393,8 @@ enum Step<F> {
     Wait(Pending),
     /// Routed, with a body still to read.
     ReadBody(std::pin::Pin<Box<F>>),
+    /// A WebSocket upgrade, handed to its handler, which decides the answer.
+    Upgrade(Deciding),
 }
 
 /// A request whose head is admitted; its body is still to be read.

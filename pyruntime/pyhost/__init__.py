@@ -17,6 +17,7 @@ from .requests import Request
 from .responses import HTMLResponse, HTTPError, JSONResponse, PlainTextResponse, Response
 from .routing import Route, Router
 from .schema import json_schema
+from .websocket import WebSocket, WebSocketDisconnect
 
 __all__ = [
     "REQUIRED",
@@ -37,6 +38,8 @@ __all__ = [
     "Route",
     "Router",
     "State",
+    "WebSocket",
+    "WebSocketDisconnect",
     "host",
     "host_logging_handler",
     "json_schema",

@@ -59,6 +59,9 @@ pub(crate) struct Job {
     pub data: RequestData,
     /// Where the reply goes.
     pub reply: oneshot::Sender<HandlerReply>,
+    /// For a WebSocket route: the socket's loop side, which the handler gets instead of the
+    /// request.
+    pub websocket: Option<Box<crate::streaming::websocket::LoopEnds>>,
 }
 
 /// A running interpreter with its loaded routes, ready to take requests.
@@ -119,6 +122,32 @@ impl Bridge {
             handler,
             data,
             reply,
+            websocket: None,
+        })));
+        (key, receiver)
+    }
+
+    /// Hands an upgrade request to its WebSocket handler, with the socket's loop side; the
+    /// handler's outcome arrives on the returned channel once it has returned. No deadline:
+    /// the connection lasts as long as the handler wants.
+    pub(crate) fn submit_websocket(
+        &self,
+        route: usize,
+        handler: Arc<str>,
+        data: RequestData,
+        ends: crate::streaming::websocket::LoopEnds,
+    ) -> (u64, oneshot::Receiver<HandlerReply>) {
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let (reply, receiver) = oneshot::channel();
+        self.queue.push(Message::Run(Box::new(Job {
+            key,
+            deadline: None,
+            queued_at: Instant::now(),
+            route,
+            handler,
+            data,
+            reply,
+            websocket: Some(Box::new(ends)),
         })));
         (key, receiver)
     }

@@ -79,13 +79,17 @@ pub async fn serve(
     // Closing the listener refuses new connections while the old ones drain.
     drop(listener);
     shared.drain.begin();
+    shared.service.websockets().close_all();
     connections.close();
     tracing::info!(
         "shutting down: draining in-flight requests (up to {:.1}s)",
         grace.as_secs_f64()
     );
     tokio::select! {
-        () = connections.wait() => true,
+        () = async {
+            connections.wait().await;
+            shared.service.websockets().wait().await;
+        } => true,
         () = tokio::time::sleep(grace) => {
             tracing::warn!("grace period over with requests still in flight; stopping anyway");
             false

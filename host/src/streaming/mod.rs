@@ -2,10 +2,12 @@
 //!
 //! - [`channel`]: the bounded channels both ways, with the loop side's wake-ups;
 //! - [`body`]: the response body the service hands to hyper (or to an embedder): whole, or
-//!   streamed after the head.
+//!   streamed after the head;
+//! - [`websocket`]: WebSocket routes: the upgrade, the handler's socket, the protocol.
 
 // Until every kind of stream is served, some of the channel's ends have no user yet.
 #[allow(dead_code)]
 pub(crate) mod body;
 #[allow(dead_code)]
 pub(crate) mod channel;
+pub(crate) mod websocket;
