@@ -190,7 +190,10 @@ impl HttpService {
                 http_slots: &self.slots,
                 request_timeout: routed.route.timeout.or(self.request_timeout),
             };
-            return match self.websockets.start(dispatch, parts, routed, client, request_id.clone()) {
+            return match self
+                .websockets
+                .start(dispatch, parts, routed, client, request_id.clone())
+            {
                 Ok(deciding) => Step::Upgrade(deciding),
                 Err(reply) => Step::Done(Answer::from(reply)),
             };

@@ -13,6 +13,7 @@ function that runs the chain around it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -96,7 +97,7 @@ class Route:
 
     def spec(self) -> dict[str, Any]:
         """Describe the route as plain JSON data, the form in which the host reads it."""
-        return {
+        spec = {
             "methods": list(self.methods),
             "path": self.path,
             "name": self.name,
@@ -106,8 +107,10 @@ class Route:
             "cookies": {name: param.spec() for name, param in self.cookies.items()},
             "body_schema": self.body_schema,
             "timeout": self.timeout,
-            "websocket": self.websocket,
         }
+        if self.websocket:
+            spec["websocket"] = True
+        return spec
 
 
 class Router:
@@ -668,19 +671,15 @@ def _websocket_endpoint(handler: Callable[..., Any]) -> Callable[[Any], Awaitabl
     from .websocket import WebSocket, WebSocketDisconnect
 
     async def run(native: Any) -> None:
-        try:
+        # The client left (or the connection failed): how a conversation ends, not an error.
+        with contextlib.suppress(WebSocketDisconnect):
             await handler(WebSocket(native))
-        except WebSocketDisconnect:
-            # The client left (or the connection failed): how a conversation ends, not an error.
-            pass
 
     return run
 
 
 def _context_factory(function: Callable[..., Any]) -> Callable[[], Any]:
     if inspect.isasyncgenfunction(function):
-        import contextlib
-
         return _no_argument(contextlib.asynccontextmanager(function))
     if callable(function):
         return _no_argument(function)

@@ -44,7 +44,8 @@ class WebSocketDisconnect(Exception):
         self.reason = reason
 
     def __str__(self) -> str:
-        return f"WebSocket closed with code {self.code}" + (f": {self.reason}" if self.reason else "")
+        suffix = f": {self.reason}" if self.reason else ""
+        return f"WebSocket closed with code {self.code}{suffix}"
 
 
 class _Native(Protocol):
@@ -94,7 +95,7 @@ class WebSocket:
     connection with 403. After accepting, returning closes it with 1000 and raising with 1011.
     """
 
-    __slots__ = ("_native", "_request", "_state", "_receiving", "_sending")
+    __slots__ = ("_native", "_receiving", "_request", "_sending", "_state")
 
     def __init__(self, native: _Native) -> None:
         self._native = native

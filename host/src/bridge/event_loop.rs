@@ -368,8 +368,11 @@ impl Dispatcher {
         let started = Py::new(py, PyRequest::new(job.data)).and_then(|request| {
             // A WebSocket handler gets the socket, which carries the request.
             let argument = match socket {
-                Some(ends) => Py::new(py, NativeSocket::new(*ends, request.clone_ref(py).into_any()))?
-                    .into_any(),
+                Some(ends) => Py::new(
+                    py,
+                    NativeSocket::new(*ends, request.clone_ref(py).into_any()),
+                )?
+                .into_any(),
                 None => request.clone_ref(py).into_any(),
             };
             if self.is_async[job.route] {

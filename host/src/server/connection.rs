@@ -84,7 +84,10 @@ impl Connection {
         let result = match protocol {
             Protocol::Http1 => {
                 drive(
-                    protocols.http1.serve_connection(io, service).with_upgrades(),
+                    protocols
+                        .http1
+                        .serve_connection(io, service)
+                        .with_upgrades(),
                     |connection| connection.graceful_shutdown(),
                     watch,
                     &outbox,

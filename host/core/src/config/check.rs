@@ -8,9 +8,9 @@ use super::file::{RawConfig, RawServer, RawWebSocket};
 use super::{Capabilities, Config, PluginConfig, Secret, ServerConfig, check_venv, parse_listen};
 use crate::error::ConfigError;
 use crate::middleware::cors::{CorsOptions, CorsPolicy, OriginList};
-use crate::websocket::WebSocketConfig;
 use crate::middleware::encoding::CompressionPolicy;
 use crate::middleware::hosts::AllowedHosts;
+use crate::websocket::WebSocketConfig;
 
 /// Checks `raw`, read from `file`, and resolves what it names.
 pub(super) fn config(raw: RawConfig, file: PathBuf) -> Result<Config, ConfigError> {

@@ -517,9 +517,15 @@ mod tests {
         assert!(config.websocket.allowed_origins.is_some());
         for (table, key) in [
             ("[websocket]\nmax_message = 0", "websocket.max_message"),
-            ("[websocket]\nmax_connections = 0", "websocket.max_connections"),
+            (
+                "[websocket]\nmax_connections = 0",
+                "websocket.max_connections",
+            ),
             ("[websocket]\nping_interval = -1", "websocket.ping_interval"),
-            ("[websocket]\nallowed_origins = []", "websocket.allowed_origins"),
+            (
+                "[websocket]\nallowed_origins = []",
+                "websocket.allowed_origins",
+            ),
             (
                 "[websocket]\nallowed_origins = [\"https://a.test/x\"]",
                 "websocket.allowed_origins[0]",

@@ -37,7 +37,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONNECTION, RETRY_AFTER, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL, UPGRADE};
+use http::header::{
+    CONNECTION, RETRY_AFTER, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL, UPGRADE,
+};
 use http::{HeaderName, HeaderValue, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use tokio::sync::oneshot;
@@ -86,7 +88,10 @@ pub(crate) struct CloseStatus(Mutex<Option<(u16, String)>>);
 
 impl CloseStatus {
     fn set(&self, code: u16, reason: &str) {
-        let mut status = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut status = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if status.is_none() {
             *status = Some((code, reason.to_owned()));
         }

@@ -108,7 +108,11 @@ impl NativeSocket {
     /// Accepts the connection: the server answers 101 with `subprotocol` (one the client
     /// offered) and `headers`. `False` when the client is already gone.
     #[pyo3(signature = (subprotocol=None, headers=Vec::new()))]
-    fn accept(&mut self, subprotocol: Option<String>, headers: Vec<(String, String)>) -> PyResult<bool> {
+    fn accept(
+        &mut self,
+        subprotocol: Option<String>,
+        headers: Vec<(String, String)>,
+    ) -> PyResult<bool> {
         let protocol = match subprotocol {
             None => None,
             Some(chosen) => {
@@ -127,9 +131,8 @@ impl NativeSocket {
         for (name, value) in headers {
             let header = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| PyValueError::new_err(format!("invalid header name {name:?}")))?;
-            let value = HeaderValue::from_str(&value).map_err(|_| {
-                PyValueError::new_err(format!("invalid value for header {name:?}"))
-            })?;
+            let value = HeaderValue::from_str(&value)
+                .map_err(|_| PyValueError::new_err(format!("invalid value for header {name:?}")))?;
             checked.push((header, value));
         }
         let Some(accept) = self.accept.take() else {
