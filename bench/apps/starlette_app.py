@@ -3,7 +3,8 @@
 A framework app, written as Starlette's users write one, for the middleware scenario: ``/hello``
 as in every app, and ``/hello`` again under a ``Mount("/mw")`` that runs one middleware adding
 ``x-mw: 1`` to the response, as ``pyhost_app`` includes a router with one ``@router.middleware``
-under ``/mw``. The other paths of the raw apps are not here (the harness skips those scenarios).
+under ``/mw``. ``/ws`` is a WebSocket echo, the twin of ``pyhost_app``'s, for the ``ws``
+scenario. The other paths of the raw apps are not here (the harness skips those scenarios).
 
 Two apps, the same routes, the middleware written both ways Starlette offers:
 
@@ -21,8 +22,9 @@ from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 HELLO = {"message": "hello"}
 
@@ -30,6 +32,13 @@ HELLO = {"message": "hello"}
 async def hello(request: Request) -> JSONResponse:
     """A constant JSON object."""
     return JSONResponse(HELLO)
+
+
+async def ws_echo(websocket: WebSocket) -> None:
+    """Send every text message back."""
+    await websocket.accept()
+    async for message in websocket.iter_text():
+        await websocket.send_text(message)
 
 
 class AddHeader:
@@ -65,6 +74,7 @@ def build(middleware: Callable[[ASGIApp], ASGIApp]) -> Starlette:
     return Starlette(
         routes=[
             Route("/hello", hello),
+            WebSocketRoute("/ws", ws_echo),
             Mount("/mw", routes=[Route("/hello", hello)], middleware=[Middleware(middleware)]),
         ]
     )

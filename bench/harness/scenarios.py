@@ -13,6 +13,9 @@ ECHO_BODY = (
 
 HELLO = {"message": "hello"}
 
+# The body of each WebSocket echo message (bench/wsload adds a 16-byte counter in front).
+WS_MESSAGE_SIZE = 48
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -28,6 +31,8 @@ class Scenario:
     smoke_connections: int = 4
     # Response headers the answer must carry (names in lower case), checked with the body.
     headers: tuple[tuple[str, str], ...] = ()
+    # "http" (loaded with wrk) or "websocket" (loaded with bench/wsload, messages not requests).
+    protocol: str = "http"
 
     def wrk_setup(self) -> str:
         """Lua lines that make wrk send this scenario's request (empty for a plain GET)."""
@@ -78,6 +83,15 @@ SCENARIOS: tuple[Scenario, ...] = (
         "GET /mw/hello: as /hello, through one Python middleware that adds `x-mw: 1`",
         headers=(("x-mw", "1"),),
     ),
+    Scenario(
+        "ws",
+        "GET",
+        "/ws",
+        None,
+        f"WebSocket echo: {WS_MESSAGE_SIZE + 16}-byte text messages, one in flight per "
+        "connection (figures per message, not per request)",
+        protocol="websocket",
+    ),
 )
 
 SCENARIO_NAMES: tuple[str, ...] = tuple(scenario.name for scenario in SCENARIOS)
@@ -97,11 +111,13 @@ def select_scenarios(names: list[str] | None) -> list[Scenario]:
 def write_wrk_scripts(
     scenarios: list[Scenario], report_lua: Path, out_dir: Path
 ) -> dict[str, Path]:
-    """Write one wrk Lua script per scenario (its request setup + the reporting ``done()``)."""
+    """Write one wrk Lua script per HTTP scenario (its request setup + the reporting ``done()``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     report = report_lua.read_text()
     scripts: dict[str, Path] = {}
     for scenario in scenarios:
+        if scenario.protocol != "http":
+            continue
         path = out_dir / f"{scenario.name}.lua"
         path.write_text(scenario.wrk_setup() + report)
         scripts[scenario.name] = path

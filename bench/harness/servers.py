@@ -20,6 +20,8 @@ class Layout:
     pyhost_bin: Path
     venv: Path
     apps: Path
+    # The WebSocket echo load client (bench/wsload), when a WebSocket scenario runs.
+    wsload_bin: Path | None = None
 
     @property
     def venv_bin(self) -> Path:
@@ -27,8 +29,11 @@ class Layout:
         return self.venv / "bin"
 
 
-def _granian(layout: Layout, interface: str, target: str, port: int, workers: int) -> list[str]:
-    """Granian: ``workers`` workers of one runtime thread, uvloop, HTTP/1 only, no access log."""
+def _granian(
+    layout: Layout, interface: str, target: str, port: int, workers: int, ws: bool = False
+) -> list[str]:
+    """Granian: ``workers`` workers of one runtime thread, uvloop, HTTP/1 only, no access log,
+    WebSockets off unless ``ws`` (the app serving the ``ws`` scenario)."""
     return [
         str(layout.venv_bin / "granian"),
         "--interface",
@@ -45,7 +50,7 @@ def _granian(layout: Layout, interface: str, target: str, port: int, workers: in
         "uvloop",
         "--http",
         "1",
-        "--no-ws",
+        *([] if ws else ["--no-ws"]),
         "--no-access-log",
         "--log-level",
         "warning",
@@ -81,7 +86,7 @@ def server_command(name: str, layout: Layout, port: int, workers: int = 1) -> li
     if name == "granian-asgi":
         return _granian(layout, "asgi", "asgi_app:app", port, workers)
     if name == "starlette-granian":
-        return _granian(layout, "asgi", "starlette_app:app", port, workers)
+        return _granian(layout, "asgi", "starlette_app:app", port, workers, ws=True)
     if name == "starlette-granian-basehttp":
         return _granian(layout, "asgi", "starlette_app:app_basehttp", port, workers)
     if name == "uvicorn":
@@ -122,13 +127,14 @@ SERVERS: tuple[str, ...] = (
 # ``mw``, since an app without a framework has no middleware to run.
 RAW_SCENARIOS = frozenset({"hello", "users", "echo", "sleep0", "sleep50"})
 # The scenarios each server's app implements; a server not listed here implements them all.
-# Starlette's app is there for the middleware comparison: ``mw``, and ``hello`` beside it.
+# Starlette's app is there for the framework comparisons: ``mw`` and ``hello`` beside it, and
+# ``ws`` (a WebSocket echo; its BaseHTTPMiddleware twin has no WebSocket route).
 IMPLEMENTS: dict[str, frozenset[str]] = {
     "granian-rsgi": RAW_SCENARIOS,
     "granian-rsgi-batch": RAW_SCENARIOS,
     "granian-asgi": RAW_SCENARIOS,
     "uvicorn": RAW_SCENARIOS,
-    "starlette-granian": frozenset({"hello", "mw"}),
+    "starlette-granian": frozenset({"hello", "mw", "ws"}),
     "starlette-granian-basehttp": frozenset({"hello", "mw"}),
 }
 

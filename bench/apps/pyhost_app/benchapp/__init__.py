@@ -4,14 +4,15 @@ Each endpoint does the same work as its twin in ``bench/apps/asgi_app.py`` and
 ``bench/apps/rsgi_app.py``; here the routing, path-parameter parsing and JSON encoding are the
 host's, as in any pyhost app. ``/mw/hello`` is ``/hello`` on a router of its own, included
 under ``/mw``, whose one middleware adds ``x-mw: 1``: its twin is in
-``bench/apps/starlette_app.py``. The routes of ``router`` itself run no middleware.
+``bench/apps/starlette_app.py``, and so is the twin of ``/ws``, a WebSocket echo. The routes of
+``router`` itself run no middleware.
 """
 
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pyhost import Request, Response, Router
+from pyhost import Request, Response, Router, WebSocket
 
 router = Router()
 mw_router = Router()
@@ -64,6 +65,14 @@ async def add_header(
 async def mw_hello(request: Request) -> dict[str, str]:
     """``/hello`` behind ``add_header``."""
     return {"message": "hello"}
+
+
+@router.websocket("/ws")
+async def ws_echo(socket: WebSocket) -> None:
+    """Send every text message back (the ``ws`` scenario)."""
+    await socket.accept()
+    async for message in socket:
+        await socket.send_text(str(message))
 
 
 # After the routes: include() copies the routes the router has at that point.
