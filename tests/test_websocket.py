@@ -583,6 +583,7 @@ def rss(server: Server) -> int:
 
 LIMITS_APP = {
     "app.py": """
+        import asyncio
         from pyhost import Router, WebSocketDisconnect
 
         router = Router()
@@ -612,6 +613,17 @@ LIMITS_APP = {
                 await socket.receive()
             except WebSocketDisconnect as exc:
                 EVENTS.append(f"idle disconnect {exc.code}")
+
+        @router.websocket("/busy")
+        async def busy(socket):
+            await socket.accept()
+            await asyncio.sleep(2)  # reads nothing for four ping intervals
+            count = 0
+            async for message in socket:
+                count += 1
+                if message == "last":
+                    break
+            await socket.send_text(str(count))
     """,
 }
 
@@ -715,6 +727,20 @@ def test_a_client_that_answers_no_ping_is_dropped(limited: Server) -> None:
         assert "idle disconnect 1006" in seen
     finally:
         raw.close()
+
+
+def test_a_client_whose_handler_is_busy_is_not_taken_for_gone(limited: Server) -> None:
+    """While its handler does not read, the host reads nothing from the client, pongs
+    included: that is no reason to drop it when the pings come round."""
+
+    async def scenario() -> str:
+        async with connect(ws_url(limited, "/busy")) as ws:
+            for _ in range(10):
+                await ws.send("more than the handler's queue holds")
+            await ws.send("last")
+            return str(await ws.recv())
+
+    assert run(scenario()) == "11"
 
 
 def test_shutdown_closes_sockets_with_1001(server_factory: ServerFactory) -> None:

@@ -189,8 +189,9 @@ class WebSocket:
         if self._state != _NEW:
             raise RuntimeError("accept() was called already")
         pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
+        accepted = self._native.accept(subprotocol, pairs)
         self._state = _ACCEPTED
-        if not self._native.accept(subprotocol, pairs):
+        if not accepted:
             raise WebSocketDisconnect(1006, "the client went away before the handshake ended")
 
     async def receive(self) -> str | bytes:

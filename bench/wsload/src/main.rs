@@ -4,9 +4,8 @@
 //! `BENCH_RESULT {json}`, with the fields of wrk's (`bench/lua/report.lua`): messages echoed,
 //! the run's length, the 50th and 99th latency percentiles, and errors.
 //!
-//! Written in Rust, on one thread, so that the load generator is not what limits the figures:
-//! a Python client (asyncio and `websockets`) spent more CPU per message than the servers it
-//! measured. `--check` instead sends a few messages on one connection and exits 0 only if each
+//! Written in Rust, on one thread, like wrk, so that the load generator on its core is not what
+//! limits the figures. `--check` instead sends a few messages on one connection and exits 0 only if each
 //! came back unchanged (the benchmark's correctness check).
 
 use std::process::ExitCode;

@@ -366,3 +366,48 @@ fn switching_protocols(key: &HeaderValue, accepted: Accepted) -> Reply {
     reply.headers.extend(accepted.headers);
     reply
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_101_carries_the_rfc_accept_key_and_the_handlers_choices() {
+        // RFC 6455 section 1.3's example.
+        let key = HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ==");
+        let reply = switching_protocols(
+            &key,
+            Accepted {
+                protocol: Some(HeaderValue::from_static("chat")),
+                headers: vec![(
+                    HeaderName::from_static("x-a"),
+                    HeaderValue::from_static("1"),
+                )],
+            },
+        );
+        assert_eq!(reply.status, StatusCode::SWITCHING_PROTOCOLS);
+        let get = |name: &str| {
+            reply
+                .headers
+                .iter()
+                .find(|(n, _)| n.as_str() == name)
+                .map(|(_, v)| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(
+            get("sec-websocket-accept").as_deref(),
+            Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        );
+        assert_eq!(get("sec-websocket-protocol").as_deref(), Some("chat"));
+        assert_eq!(get("upgrade").as_deref(), Some("websocket"));
+        assert_eq!(get("x-a").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn the_first_close_status_wins() {
+        let status = CloseStatus::default();
+        assert_eq!(status.get(), None);
+        status.set(1009, "message too big");
+        status.set(1006, "");
+        assert_eq!(status.get(), Some((1009, "message too big".to_owned())));
+    }
+}

@@ -133,6 +133,22 @@ struct Halves<'a> {
     closing: &'a CancellationToken,
 }
 
+/// What the pings go by: whether the client was heard from since the last ping.
+struct Liveness {
+    /// Set by the reader on every frame (a pong included), cleared by each ping.
+    heard: AtomicBool,
+    /// The reader is waiting for the handler to take a message, so it reads no frames (no
+    /// pongs either): the client sent something recently, and is not taken for gone.
+    handing_over: AtomicBool,
+}
+
+impl Liveness {
+    /// At a ping: whether the client has shown it is there since the last one.
+    fn still_there(&self) -> bool {
+        self.heard.swap(false, Ordering::Relaxed) || self.handing_over.load(Ordering::Relaxed)
+    }
+}
+
 /// Why the reader stopped reading.
 enum ReadEnd {
     /// The connection is over (closed, reset, or the close handshake finished).
@@ -144,7 +160,10 @@ enum ReadEnd {
 impl Halves<'_> {
     async fn converse(&mut self, socket: Socket) {
         let (mut sink, mut stream) = socket.split();
-        let alive = AtomicBool::new(true);
+        let alive = Liveness {
+            heard: AtomicBool::new(true),
+            handing_over: AtomicBool::new(false),
+        };
         let (fail_tx, fail_rx) = oneshot::channel::<(u16, &'static str)>();
         let incoming = self.incoming;
         let status = self.status;
@@ -174,7 +193,7 @@ impl Halves<'_> {
     async fn write(
         &mut self,
         sink: &mut futures_util::stream::SplitSink<Socket, Message>,
-        alive: &AtomicBool,
+        alive: &Liveness,
         mut fail: oneshot::Receiver<(u16, &'static str)>,
     ) {
         let send_timeout = self.settings.send_timeout;
@@ -247,7 +266,7 @@ impl Halves<'_> {
                     close_sent = Some(tokio::time::Instant::now());
                 }
                 () = tick(&mut ping), if ping.is_some() && close_sent.is_none() => {
-                    if !alive.swap(false, Ordering::Relaxed) {
+                    if !alive.still_there() {
                         tracing::debug!("a WebSocket client did not answer a ping in time; dropped");
                         return;
                     }
@@ -359,10 +378,10 @@ async fn read(
     stream: &mut futures_util::stream::SplitStream<Socket>,
     incoming: &TokioSender<Incoming>,
     status: &CloseStatus,
-    alive: &AtomicBool,
+    alive: &Liveness,
 ) -> ReadEnd {
     while let Some(message) = stream.next().await {
-        alive.store(true, Ordering::Relaxed);
+        alive.heard.store(true, Ordering::Relaxed);
         let item = match message {
             Ok(Message::Text(text)) => Incoming::Text(text),
             Ok(Message::Binary(bytes)) => Incoming::Binary(bytes),
@@ -393,7 +412,9 @@ async fn read(
         };
         // Waits while the handler's queue is full: the client is read no faster than the
         // handler reads. A handler that is gone drops what comes.
+        alive.handing_over.store(true, Ordering::Relaxed);
         let _ = incoming.send(item).await;
+        alive.handing_over.store(false, Ordering::Relaxed);
     }
     ReadEnd::Closed
 }
