@@ -126,3 +126,36 @@ def test_requests_outliving_the_grace_period_do_not_keep_the_server_up(
             pytest.fail("still running 5 s after SIGTERM with shutdown_grace = 0.5")
         assert time.monotonic() - signalled < 4
         thread.join(10)
+
+
+def test_connections_waiting_in_the_backlog_are_answered_not_reset(
+    server_factory: ServerFactory,
+) -> None:
+    # With the one connection slot taken by a request in flight, the next connections wait in
+    # the kernel's backlog, their requests sent. Closing the listener on SIGTERM reset them;
+    # now they are taken and answered (with Connection: close) before it closes.
+    config = make_config(server="max_connections = 1\nshutdown_grace = 10")
+    with server_factory.serve(SLOW_APP, config) as server:
+        sockets = []
+        for path in ["/slow?seconds=1.5", "/in-flight", "/in-flight", "/in-flight"]:
+            sock = socket.create_connection((server.host, server.port), timeout=10)
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            sockets.append(sock)
+            time.sleep(0.2)
+        server.proc.send_signal(signal.SIGTERM)
+        answers = []
+        for sock in sockets:
+            with sock:
+                data = b""
+                try:
+                    while chunk := sock.recv(4096):
+                        data += chunk
+                except OSError as exc:
+                    data = repr(exc).encode()
+                answers.append(data)
+        for answer in answers:
+            head = answer.split(b"\r\n\r\n", 1)[0].lower()
+            assert head.startswith(b"http/1.1 200"), answer[:200]
+            assert b"connection: close" in head, answer[:200]
+        assert b'"done":true' in answers[0].replace(b" ", b"")
+        assert server.proc.wait(10) == 0, server.stderr_text()

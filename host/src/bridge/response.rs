@@ -73,7 +73,7 @@ fn render_body(value: &Bound<'_, PyAny>) -> Result<(Bytes, &'static str), Conver
         return Ok((Bytes::copy_from_slice(text.as_bytes()), TEXT));
     }
     if let Ok(bytes) = value.cast::<PyBytes>() {
-        return Ok((Bytes::copy_from_slice(bytes.as_bytes()), OCTETS));
+        return Ok((body_of(bytes), OCTETS));
     }
     if value.is_instance_of::<PyByteArray>() || value.is_instance_of::<PyMemoryView>() {
         let bytes = value
@@ -112,7 +112,7 @@ fn from_response_object(response: &Bound<'_, PyAny>) -> Result<Reply, ConvertErr
             type_name(&body)
         ))
     })?;
-    let mut reply = Reply::with_raw_body(status, Bytes::copy_from_slice(body.as_bytes()));
+    let mut reply = Reply::with_raw_body(status, body_of(body));
     reply.merge_headers(headers_of(&response.getattr("headers").map_err(invalid)?)?);
     let media_type = response.getattr("media_type").map_err(invalid)?;
     if !media_type.is_none() {
@@ -120,6 +120,23 @@ fn from_response_object(response: &Bound<'_, PyAny>) -> Result<Reply, ConvertErr
         reply.default_content_type(header_value(&media_type)?);
     }
     Ok(reply)
+}
+
+/// Bodies from this size on are sent from the Python object's own buffer instead of a copy.
+const SHARE_FROM: usize = 64 << 10;
+
+/// The bytes of a handler's `bytes` body. A large one is not copied: the `Bytes` keeps the
+/// Python object alive and points into it (a handler returning one 5 MiB object to 200
+/// clients holds it once, not 200 times). Its last reference may be dropped on a tokio
+/// thread, without the GIL: pyo3 then queues the decref, and the loop thread applies it when
+/// it next enters Rust, so nothing waits for the GIL. Small bodies are copied: one copy of a
+/// few bytes is cheaper than that queue.
+fn body_of(bytes: &Bound<'_, PyBytes>) -> Bytes {
+    let data = bytes.as_bytes();
+    if data.len() < SHARE_FROM {
+        return Bytes::copy_from_slice(data);
+    }
+    Bytes::from_owner(pyo3::pybacked::PyBackedBytes::from(bytes.clone()))
 }
 
 fn status_of(value: &Bound<'_, PyAny>) -> Result<StatusCode, ConvertError> {

@@ -70,6 +70,43 @@ pub(super) async fn accept_until(
     }
 }
 
+/// Takes every connection waiting in the listen backlog, without waiting for more: called once
+/// the drain has begun, just before the listener is closed, which would reset them. They are
+/// served past `max_connections` (the backlog bounds them) and drained like the others: their
+/// first request is answered with `Connection: close`.
+///
+/// The accept is a system call of its own rather than tokio's, which answers from the readiness
+/// it last saw and could report an empty backlog that is not.
+pub(super) fn sweep(listener: &TcpListener, mut serve: impl FnMut(TcpStream, SocketAddr)) {
+    let socket = socket2::SockRef::from(listener);
+    let mut taken = 0usize;
+    loop {
+        let (stream, peer) = match socket.accept() {
+            Ok(accepted) => accepted,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            // Empty (WouldBlock), or out of descriptors: nothing more can be taken.
+            Err(_) => break,
+        };
+        let Some(peer) = peer.as_socket() else {
+            continue;
+        };
+        let stream = std::net::TcpStream::from(stream);
+        if stream.set_nonblocking(true).is_err() {
+            continue;
+        }
+        let Ok(stream) = TcpStream::from_std(stream) else {
+            continue;
+        };
+        taken += 1;
+        serve(stream, peer);
+    }
+    if taken > 0 {
+        tracing::info!(
+            "shutting down: serving {taken} connections that were waiting to be accepted"
+        );
+    }
+}
+
 /// Errors that say the process, not the connection, is short of something: retrying at once
 /// fails the same way.
 fn is_resource_error(err: &io::Error) -> bool {

@@ -21,6 +21,7 @@ use super::Shared;
 use super::limits::ConnectionLimits;
 use super::outbox::Outbox;
 use super::protocols::{Protocol, sniff};
+use super::wire::Wire;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -29,8 +30,9 @@ pub(super) struct Connection {
     pub stream: TcpStream,
     pub peer: SocketAddr,
     pub shared: Arc<Shared>,
-    /// Its place under `max_connections`, given back when the connection ends.
-    pub slot: OwnedSemaphorePermit,
+    /// Its place under `max_connections`, given back when the connection ends (none for a
+    /// connection taken from the backlog once the drain has begun: see `accept::sweep`).
+    pub slot: Option<OwnedSemaphorePermit>,
 }
 
 /// How a connection ended, when not by the client closing or the protocol finishing.
@@ -60,12 +62,17 @@ impl Connection {
         let Some(protocol) = first_bytes(&stream, peer, &shared).await else {
             return;
         };
-        let outbox = Arc::new(Outbox::new(
+        let outbox = Outbox::new(
             shared.budget.clone(),
             shared.drain.clone(),
             shared.limits.connection_response_buffer,
-        ));
-        let io = TokioIo::new(stream);
+        );
+        let outbox = Arc::new(if protocol == Protocol::Http1 {
+            outbox.http1()
+        } else {
+            outbox
+        });
+        let io = TokioIo::new(Wire::new(stream, outbox.clone()));
         let http1 = protocol != Protocol::Http2;
         let service = shared.service.clone();
         let requests = outbox.clone();
@@ -211,7 +218,8 @@ where
 
 /// What a [`Watch`] tick found.
 enum Verdict {
-    /// Responses are held and none of their bytes were taken for `send_timeout`.
+    /// Responses are held and none of their bytes were taken for `send_timeout`, or the
+    /// socket refused every write for that long.
     Stalled,
     /// An HTTP/2 connection without a request for the idle timeout.
     Idle,
@@ -226,9 +234,9 @@ const TICKS_PER_TIMEOUT: u32 = 4;
 /// The timers of one connection, driven by ticks of one lazily made `Sleep`.
 ///
 /// Each check counts consecutive ticks in which its counter did not move. The timer runs only
-/// while a check needs it: while the connection holds response bytes (after hyper's poll,
-/// which normally has written a response out already, so a response to a client that reads
-/// arms nothing), always for HTTP/2 idleness, and during the drain's linger. The cost on a
+/// while a check needs it: while the connection holds response bytes or its socket refuses
+/// writes (after hyper's poll, which normally has written a response out already, so a
+/// response to a client that reads arms nothing), always for HTTP/2 idleness, and during the drain's linger. The cost on a
 /// request's way is one atomic load per poll of the connection.
 struct Watch {
     protocol: Protocol,
@@ -236,10 +244,13 @@ struct Watch {
     sleep: Option<Pin<Box<Sleep>>>,
     armed: bool,
     send: Check,
+    /// Writes refused by the socket without a byte written since.
+    write: Check,
     /// HTTP/2 (or not yet known) and not already closing for idleness.
     idle: Option<Check>,
     linger: Option<Check>,
     sending: bool,
+    blocked: bool,
 }
 
 /// One timeout, counted in ticks.
@@ -289,10 +300,12 @@ impl Watch {
             sleep: None,
             armed: false,
             send: Check::new(limits.send_timeout, tick, 0, true),
+            write: Check::new(limits.send_timeout, tick, 0, true),
             idle: (protocol != Protocol::Http1)
                 .then(|| Check::new(limits.idle_timeout, tick, 0, true)),
             linger: None,
             sending: false,
+            blocked: false,
         }
     }
 
@@ -301,6 +314,7 @@ impl Watch {
     fn linger(&mut self, linger: Duration, limits: &ConnectionLimits, outbox: &Outbox) {
         self.tick = self.tick.min(tick_for(linger));
         self.send = Check::new(limits.send_timeout, self.tick, outbox.taken(), true);
+        self.write = Check::new(limits.send_timeout, self.tick, outbox.writes().1, true);
         self.idle = None;
         self.linger = Some(Check::new(linger, self.tick, outbox.events(), true));
         self.armed = false;
@@ -314,7 +328,13 @@ impl Watch {
                 self.send.quiet = if self.armed { -1 } else { 0 };
             }
             self.sending = sending;
-            if !sending && self.idle.is_none() && self.linger.is_none() {
+            let (blocked, written) = outbox.writes();
+            if blocked && !self.blocked {
+                self.write.seen = written;
+                self.write.quiet = if self.armed { -1 } else { 0 };
+            }
+            self.blocked = blocked;
+            if !sending && !blocked && self.idle.is_none() && self.linger.is_none() {
                 // A timer left registered fires once into an idle poll; cheaper than a reset.
                 self.armed = false;
                 return Poll::Pending;
@@ -334,6 +354,10 @@ impl Watch {
             // have them all counted at once against the client.
             sleep.as_mut().reset(Instant::now() + tick);
             if sending && self.send.still(outbox.taken(), false) {
+                return Poll::Ready(Verdict::Stalled);
+            }
+            let (blocked, written) = outbox.writes();
+            if blocked && self.write.still(written, false) {
                 return Poll::Ready(Verdict::Stalled);
             }
             let busy = sending || outbox.open() > 0;

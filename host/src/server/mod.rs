@@ -8,6 +8,7 @@
 //! - `protocols`: the hyper builders and the protocol peek;
 //! - `connection`: one connection, and the timers that close it;
 //! - `outbox`: response bytes held for clients, capped;
+//! - `wire`: the socket, its writes counted and a refused write noted;
 //! - `drain`: what a connection does once shutdown has begun;
 //! - `throttle`: warnings that could repeat thousands of times a second.
 
@@ -19,6 +20,7 @@ pub mod limits;
 mod outbox;
 mod protocols;
 mod throttle;
+mod wire;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -65,7 +67,7 @@ pub async fn serve(
         drain: Arc::default(),
     });
     let connections = TaskTracker::new();
-    accept::accept_until(&listener, slots, shutdown, |stream, peer, slot| {
+    let serve = |stream: tokio::net::TcpStream, peer, slot| {
         let _ = stream.set_nodelay(true);
         let connection = connection::Connection {
             stream,
@@ -74,12 +76,17 @@ pub async fn serve(
             slot,
         };
         connections.spawn(connection.run());
+    };
+    accept::accept_until(&listener, slots, shutdown, |stream, peer, slot| {
+        serve(stream, peer, Some(slot));
     })
     .await;
-    // Closing the listener refuses new connections while the old ones drain.
-    drop(listener);
     shared.drain.begin();
     shared.service.websockets().close_all();
+    // What already waits in the backlog is served (drained like the rest); closing the
+    // listener then refuses new connections while the old ones drain.
+    accept::sweep(&listener, |stream, peer| serve(stream, peer, None));
+    drop(listener);
     connections.close();
     tracing::info!(
         "shutting down: draining in-flight requests (up to {:.1}s)",

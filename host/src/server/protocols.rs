@@ -30,6 +30,20 @@ fn library_bound(limit: usize) -> usize {
     limit.saturating_mul(HEAD_MARGIN)
 }
 
+/// How many header lines hyper parses into arrays on the stack: its default. A larger bound
+/// puts both arrays on the heap for every request (two allocations, by callgrind).
+const HYPER_INLINE_HEADERS: usize = 100;
+
+/// hyper's bound on header lines: as many as it parses on the stack while the service's limit
+/// is below that (so the margin is at least the limit's, and often more), else the margin.
+fn hyper_max_headers(limit: usize) -> usize {
+    if limit < HYPER_INLINE_HEADERS {
+        HYPER_INLINE_HEADERS
+    } else {
+        library_bound(limit)
+    }
+}
+
 // The settings as one list per protocol, applied to hyper's own builders and to the ones
 // hyper-util's protocol-detecting builder hands out: those are other types with the same
 // methods, so a function cannot take both.
@@ -78,7 +92,7 @@ impl Protocols {
     pub(super) fn new(server: &ServerConfig, connections: &ConnectionLimits) -> Self {
         // The limits themselves are the service's to enforce, with a JSON answer; the
         // libraries only stop a head far beyond them.
-        let max_headers = library_bound(server.max_headers);
+        let max_headers = hyper_max_headers(server.max_headers);
         let max_buf_size = library_bound(server.max_head_size);
         let max_header_list = u32::try_from(max_buf_size).unwrap_or(u32::MAX);
         let mut http1 = http1::Builder::new();

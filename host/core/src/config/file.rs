@@ -182,7 +182,9 @@ impl Default for RawServer {
             // A quarter: one address (a client, or a proxy: raise it or set 0 behind one)
             // cannot take every slot.
             max_in_flight_per_client: 256,
-            max_headers: 100,
+            // Below hyper's 100, which it parses on the stack (`server/protocols.rs`), so that
+            // a head over the limit still gets the host's JSON 431.
+            max_headers: 64,
             max_head_size: ByteSize::kib(64),
             max_url_length: 8192,
             cancel_on_disconnect: true,
