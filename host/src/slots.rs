@@ -106,7 +106,6 @@ impl Slots {
         let mixed = (bits ^ self.keys.0).wrapping_mul(self.keys.1);
         (mixed >> (64 - TABLE_BITS)) as usize
     }
-
 }
 
 /// Two random keys, from the standard library's per-process random hasher seed.
