@@ -9,6 +9,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -153,3 +154,61 @@ def test_one_address_cannot_take_every_slot(server: Server) -> None:
     assert served(statuses) >= 0.95, statuses
     # The flooding address got its share (10 slots) and 503s for the rest.
     assert answers == {200: 10, 503: 2 * MAX_IN_FLIGHT - 10}, answers
+
+
+def test_bodies_left_unfinished_hold_bounded_memory(server_factory: ServerFactory) -> None:
+    # 200 connections each send half of a 1 MiB body and stop. Without a cap, the server held
+    # every half body (100 MiB) until body_timeout; with request_buffer the bodies being read
+    # hold at most its 4 MiB (an address a quarter, but never less than one body's limit): the
+    # rest are answered 503 and closed, and another address's uploads go on.
+    config = make_config(
+        server="""
+        body_limit = "1 MiB"
+        request_buffer = "4 MiB"
+        body_timeout = 20
+        max_in_flight_per_client = 0
+        """
+    )
+    with server_factory.serve(APP, config) as server:
+        status = Path(f"/proc/{server.proc.pid}/status")
+
+        def rss() -> int:
+            line = next(x for x in status.read_text().splitlines() if x.startswith("VmRSS:"))
+            return int(line.split()[1]) * 1024
+
+        with httpx.Client(base_url=server.url) as http:
+            assert http.post("/echo", content=b"x" * 100_000).status_code == 200
+        idle = rss()
+        half = b"x" * (512 * 1024)
+        held = []
+        answered: Counter[str] = Counter()
+        try:
+            for _ in range(200):
+                sock = socket.create_connection((server.host, server.port), timeout=5)
+                sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1048576\r\n\r\n")
+                try:
+                    sock.sendall(half)
+                except OSError:
+                    answered["reset"] += 1
+                held.append(sock)
+            time.sleep(0.5)
+            peak = rss()
+            for sock in held:
+                sock.settimeout(0.05)
+                try:
+                    head = sock.recv(64)
+                except OSError:
+                    head = b""
+                answered["503" if b" 503 " in head else "waiting" if not head else "other"] += 1
+            transport = httpx.HTTPTransport(local_address="127.0.0.2")
+            with httpx.Client(base_url=server.url, transport=transport, timeout=5) as http:
+                uploads = Counter(
+                    http.post("/echo", content=b"y" * 200_000).status_code for _ in range(20)
+                )
+        finally:
+            for sock in held:
+                sock.close()
+        print(f"figure: 200 half bodies: +{(peak - idle) / 2**20:.1f} MiB, {dict(answered)}")
+        assert peak - idle < 40 * 2**20, f"{(peak - idle) / 2**20:.0f} MiB above idle"
+        assert answered["503"] >= 150, answered
+        assert uploads == {200: 20}, uploads

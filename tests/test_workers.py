@@ -159,8 +159,15 @@ def test_two_workers_both_serve_and_the_supervisor_runs_no_python(
         assert len(workers) == 2
         assert pids_answering(server) == workers
         # The supervisor never initialises CPython: no interpreter thread, no loaded modules.
+        # It is the pyhost-supervisor binary beside pyhost, which does not even link libpython.
         maps = Path(f"/proc/{server.proc.pid}/maps").read_text()
         assert "site-packages" not in maps
+        assert "libpython" not in maps
+        exe = Path(f"/proc/{server.proc.pid}/exe").resolve()
+        assert exe.name == "pyhost-supervisor", exe
+        status = Path(f"/proc/{server.proc.pid}/status").read_text()
+        rss = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
+        print(f"figure: supervisor {rss.split(':')[1].strip()} resident (this build)")
         threads = {
             (task / "comm").read_text().strip()
             for task in Path(f"/proc/{server.proc.pid}/task").iterdir()

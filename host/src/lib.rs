@@ -31,10 +31,10 @@
 mod bridge;
 mod bundled_sdk;
 pub mod error;
+mod intake;
 mod interpreter;
 mod lifespan;
 mod loader;
-pub mod logging;
 mod middleware;
 mod pyconv;
 pub mod sched;
@@ -44,7 +44,6 @@ mod services;
 mod signals;
 mod slots;
 mod streaming;
-mod supervisor;
 pub mod workers;
 
 pub use pyhost_core::config;
@@ -58,6 +57,7 @@ use bytes::Bytes;
 
 pub use config::Config;
 pub use error::{ConfigError, StartupError};
+pub use pyhost_process::logging;
 pub use services::HostFunctions;
 pub use signals::ShutdownSignals;
 pub use streaming::body::{Body, BoxError};

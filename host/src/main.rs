@@ -1,13 +1,12 @@
 //! The `pyhost` command: a thin CLI over the library.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pyhost::workers::{Role, Supervisor, Worker};
 use pyhost::{Config, Host, ShutdownSignals, StartupError};
-use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 // Request data is allocated on a tokio worker and freed on the loop thread, and replies the
 // other way round; glibc's malloc pays for that cross-thread traffic in arena locking and
@@ -110,23 +109,7 @@ fn main() -> ExitCode {
     // opens one. `check` reports the outcome; `serve` logs the connection limit it gives.
     let fd_limit = pyhost::server::fd_limit::raise();
     let cli = Cli::parse();
-    // Colours only on a terminal; anywhere else (a file, journald, a collector) records are
-    // plain text whose control characters are escaped, so no client can forge a line.
-    let terminal = std::io::stderr().is_terminal();
-    let writer = if terminal {
-        BoxMakeWriter::new(std::io::stderr)
-    } else {
-        BoxMakeWriter::new(pyhost::logging::LogWriter)
-    };
-    tracing_subscriber::fmt()
-        .with_timer(pyhost::logging::Timer)
-        .with_writer(writer)
-        .with_ansi(terminal)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PYHOST_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    pyhost::logging::init();
     if let Err(err) = &fd_limit {
         tracing::warn!("could not raise the open-files limit: {err}");
     }
@@ -193,6 +176,7 @@ fn serve(
     match pyhost::workers::role(&config)? {
         Role::Worker(worker) => serve_worker(config, &worker),
         Role::Supervisor(supervisor) => {
+            become_supervisor(path, listen, supervisor.workers(), reload);
             supervisor.reload_on_change(reload).run()?;
             Ok(ExitCode::SUCCESS)
         }
@@ -204,6 +188,51 @@ fn serve(
         }
         Role::Single => serve_single(config).map_err(CliError::from),
     }
+}
+
+/// Replaces this process with the `pyhost-supervisor` binary beside it, which runs this one
+/// for each worker with the same arguments. It links no interpreter, so the supervisor that
+/// lives as long as the server is a few MiB instead of this binary's share of libpython and
+/// its own code (`docs/workers.md`). Returns only when it cannot: then this process
+/// supervises, as an embedding application's does.
+fn become_supervisor(
+    config: &std::path::Path,
+    listen: Option<std::net::SocketAddr>,
+    workers: usize,
+    reload: bool,
+) {
+    use std::os::unix::process::CommandExt;
+    let Ok(program) = std::env::current_exe() else {
+        return;
+    };
+    let supervisor = program.with_file_name("pyhost-supervisor");
+    if !supervisor.is_file() {
+        tracing::debug!(
+            "no {} beside this binary: supervising in this process",
+            supervisor.display()
+        );
+        return;
+    }
+    let mut command = std::process::Command::new(&supervisor);
+    command
+        .arg("--program")
+        .arg(&program)
+        .arg("--config")
+        .arg(config)
+        .arg("--workers")
+        .arg(workers.to_string());
+    if let Some(listen) = listen {
+        command.arg("--listen").arg(listen.to_string());
+    }
+    if reload {
+        command.arg("--reload");
+    }
+    command.arg("--").args(std::env::args_os().skip(1));
+    let err = command.exec();
+    tracing::warn!(
+        "cannot run {}: {err}; supervising in this process",
+        supervisor.display()
+    );
 }
 
 /// A worker of a supervised server: serves on the socket it inherited. Its start-up error

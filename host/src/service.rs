@@ -12,16 +12,22 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH};
 use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use tokio::sync::oneshot;
 
 use crate::bridge::Bridge;
 use crate::streaming::body::{Body, Deferred, HandlerReply};
+use crate::streaming::request_body::BodySource;
 use crate::streaming::websocket::{Deciding, Dispatch, WebSockets};
 use pyhost_core::admission::{Admission, Rejection, Routed};
+use pyhost_core::request::RequestData;
+use pyhost_core::routing::Route;
 
+use crate::intake::{self, Full, Intake};
 use crate::logging::{LogBudget, suppressed_note};
 use crate::slots::{Busy, Slot, Slots};
+
+mod body_routes;
 
 /// A constant: a header name given as a string is parsed on every insert (about 500
 /// instructions of each request, by callgrind).
@@ -42,6 +48,8 @@ pub struct HttpService {
     request_timeout: Option<Duration>,
     cancel_on_disconnect: bool,
     slots: Slots,
+    /// What the bodies being read hold (`intake.rs`).
+    intake: Arc<Intake>,
     id_prefix: String,
     next_id: AtomicU64,
     /// The request id after which this worker asks its supervisor to replace it
@@ -49,6 +57,8 @@ pub struct HttpService {
     recycle_after: u64,
     /// `[cors]` and `[compression]`, when either is configured.
     middleware: Option<Middleware>,
+    /// The limits forms are parsed under (`server.form_*`).
+    forms: pyhost_core::form::FormLimits,
     /// WebSocket routes' connections (`streaming::websocket`).
     websockets: Arc<WebSockets>,
 }
@@ -106,6 +116,8 @@ impl HttpService {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or_default()
             ^ u64::from(std::process::id());
+        // `await request.form()` on the loop thread parses under the same limits.
+        crate::streaming::form::set_limits(server.forms);
         Self {
             bridge,
             admission: Admission::new(server).with_cors(config.cors.clone()),
@@ -113,6 +125,7 @@ impl HttpService {
             request_timeout: server.request_timeout,
             cancel_on_disconnect: server.cancel_on_disconnect,
             slots: Slots::new(server.max_in_flight, server.max_in_flight_per_client),
+            intake: Intake::new(server.request_buffer),
             id_prefix: crate::workers::link::current().map_or_else(
                 || format!("{:08x}", (seed ^ (seed >> 32)) as u32),
                 crate::workers::link::Link::request_id_prefix,
@@ -122,6 +135,7 @@ impl HttpService {
                 .and_then(|link| link.max_requests)
                 .unwrap_or(u64::MAX),
             middleware: Middleware::new(config),
+            forms: server.forms,
             websockets: Arc::new(WebSockets::new(config)),
         }
     }
@@ -208,44 +222,61 @@ impl HttpService {
             client,
             request_id: request_id.clone(),
         };
+        // Streamed and form routes read their bodies their own ways (`body_routes`), even
+        // an empty one.
+        let route = &request.routed.route;
+        let own_way = route.stream || route.form.is_some();
         // Most requests (a GET) have no body at all: no read, and no body timer to arm.
-        if body.is_end_stream() {
-            return match self.submit(request, Bytes::new()) {
+        if !own_way && body.is_end_stream() {
+            return match self.submit(request, Bytes::new(), BodySource::Whole) {
                 Ok(pending) => Step::Wait(pending),
                 Err(answer) => Step::Done(answer),
             };
         }
         let service = self.clone();
         Step::ReadBody(Box::pin(async move {
-            let body = match service.read_body(body, &request.parts.headers).await {
+            crate::streaming::form::remember_runtime();
+            if own_way {
+                return if request.routed.route.stream {
+                    service.serve_stream(request, body).await
+                } else {
+                    service.serve_form(request, body).await
+                };
+            }
+            let limit = service.admission.body_limit(&request.routed.route);
+            let body = match service
+                .read_body(body, &request.parts.headers, limit, request.client)
+                .await
+            {
                 Ok(body) => body,
                 Err(answer) => return answer,
             };
             let request_id = request.request_id.clone();
-            match service.submit(request, body) {
+            match service.submit(request, body, BodySource::Whole) {
                 Ok(pending) => service.wait(pending, &request_id).await,
                 Err(answer) => answer,
             }
         }))
     }
 
-    /// Reads the whole body under the size limit and the body timeout.
-    async fn read_body<B>(&self, body: B, headers: &http::HeaderMap) -> Result<Bytes, Answer>
+    /// Reads the whole body under the size limit (the route's) and the body timeout.
+    async fn read_body<B>(
+        &self,
+        body: B,
+        headers: &http::HeaderMap,
+        body_limit: u64,
+        client: Option<SocketAddr>,
+    ) -> Result<Bytes, Answer>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let declared_length = headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let body_limit = self.admission.body_limit();
-        if declared_length.is_some_and(|length| length > body_limit) {
-            return Err(self.admission.too_large().into());
+        if declared_length(headers).is_some_and(|length| length > body_limit) {
+            return Err(self.admission.too_large(body_limit).into());
         }
         let limit = usize::try_from(body_limit).unwrap_or(usize::MAX);
-        let collected =
-            tokio::time::timeout(self.body_timeout, Limited::new(body, limit).collect()).await;
+        let charge = self.intake.begin(client.map(|address| address.ip()), limit);
+        let collected = tokio::time::timeout(self.body_timeout, collect(body, limit, charge)).await;
         let Ok(collected) = collected else {
             return Err(Answer::closing(Reply::detail(
                 StatusCode::REQUEST_TIMEOUT,
@@ -256,11 +287,24 @@ impl HttpService {
             )));
         };
         match collected {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
-                Err(self.admission.too_large().into())
+            Ok(collected) => Ok(collected),
+            Err(Unread::TooLarge) => Err(self.admission.too_large(body_limit).into()),
+            Err(Unread::Full(full)) => {
+                let detail = match full {
+                    Full::Server => {
+                        "Server busy: request bodies being received fill the server's buffer; retry shortly"
+                    }
+                    Full::Client => {
+                        "Too much request body from this address at once; retry shortly"
+                    }
+                };
+                let mut reply = Reply::detail(StatusCode::SERVICE_UNAVAILABLE, detail);
+                reply
+                    .headers
+                    .push((http::header::RETRY_AFTER, HeaderValue::from_static("1")));
+                Err(Answer::closing(reply))
             }
-            Err(err) => Err(Answer::closing(Reply::detail(
+            Err(Unread::Broken(err)) => Err(Answer::closing(Reply::detail(
                 StatusCode::BAD_REQUEST,
                 format!("Could not read the request body: {err}"),
             ))),
@@ -269,7 +313,23 @@ impl HttpService {
 
     /// Builds the request data, takes an in-flight slot and hands the request to its handler;
     /// what waiting for the reply needs.
-    fn submit(&self, request: Admitted, body: Bytes) -> Result<Pending, Answer> {
+    fn submit(
+        &self,
+        request: Admitted,
+        body: Bytes,
+        source: BodySource,
+    ) -> Result<Pending, Answer> {
+        let (data, route, head) = self.admit(request, body)?;
+        self.dispatch(data, &route, head, source)
+    }
+
+    /// Converts and validates the request against its route: its data, the route, and
+    /// whether it is a HEAD served by a GET route.
+    fn admit(
+        &self,
+        request: Admitted,
+        body: Bytes,
+    ) -> Result<(RequestData, Arc<Route>, bool), Answer> {
         let Admitted {
             parts,
             routed,
@@ -281,6 +341,18 @@ impl HttpService {
         let data = self
             .admission
             .admit(parts, routed, body, client, request_id)?;
+        Ok((data, route, head))
+    }
+
+    /// Takes an in-flight slot and hands an admitted request to its handler.
+    fn dispatch(
+        &self,
+        data: RequestData,
+        route: &Route,
+        head: bool,
+        source: BodySource,
+    ) -> Result<Pending, Answer> {
+        let client = data.client;
         // Only now, with the request complete and valid, does it take a slot (`slots.rs`).
         // Beyond the limits a quick 503 beats an unbounded queue: memory stays bounded and
         // clients learn to back off.
@@ -304,7 +376,7 @@ impl HttpService {
         let deadline = timeout.map(|t| Instant::now() + t);
         let (key, receiver) =
             self.bridge
-                .submit(route.id, route.handler_name.clone(), data, deadline);
+                .submit(route.id, route.handler_name.clone(), data, source, deadline);
         Ok(Pending {
             bridge: self.bridge.clone(),
             key,
@@ -412,6 +484,14 @@ struct Admitted {
     request_id: Arc<str>,
 }
 
+/// The body length the request's `Content-Length` announces, if it is a number.
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
 fn into_response(answer: Answer, request_id: &str) -> Response<Body> {
     let Answer {
         reply,
@@ -443,6 +523,54 @@ fn into_response(answer: Answer, request_id: &str) -> Response<Body> {
         headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }
     response
+}
+
+/// Why a body was not read whole.
+enum Unread {
+    /// It passed its limit.
+    TooLarge,
+    /// The bodies being read hold all they may (`intake.rs`).
+    Full(Full),
+    /// The connection failed mid-body.
+    Broken(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Reads `body` whole: at most `limit` bytes, each frame charged to `charge` as it comes.
+async fn collect<B>(body: B, limit: usize, mut charge: intake::Charge) -> Result<Bytes, Unread>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut first: Option<Bytes> = None;
+    let mut rest: Vec<u8> = Vec::new();
+    let mut length = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| Unread::Broken(err.into()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        length = length.saturating_add(data.len());
+        if length > limit {
+            return Err(Unread::TooLarge);
+        }
+        charge.grow(data.len()).map_err(Unread::Full)?;
+        // One frame (most bodies) is kept as it came, without a copy.
+        match &first {
+            None if rest.is_empty() => first = Some(data),
+            _ => {
+                if let Some(first) = first.take() {
+                    rest.reserve(length);
+                    rest.extend_from_slice(&first);
+                }
+                rest.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(match first {
+        Some(first) => first,
+        None => Bytes::from(rest),
+    })
 }
 
 #[cfg(test)]

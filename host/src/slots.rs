@@ -21,15 +21,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Per-client counters.
 const TABLE_BITS: u32 = 12;
-const TABLE: usize = 1 << TABLE_BITS;
+/// Counters per table.
+pub(crate) const TABLE: usize = 1 << TABLE_BITS;
 
 /// The server's in-flight slots.
 pub(crate) struct Slots {
     all: Arc<Semaphore>,
     per_client: u32,
     clients: Arc<[AtomicU32]>,
-    /// The keys of the address hash (see [`Slots::index`]); the multiplier is odd.
-    keys: (u64, u64),
+    hash: AddressHash,
 }
 
 /// Why a request got no slot.
@@ -62,7 +62,7 @@ impl Slots {
             all: Arc::new(Semaphore::new(max_in_flight)),
             per_client: u32::try_from(per_client).unwrap_or(u32::MAX),
             clients: (0..TABLE).map(|_| AtomicU32::new(0)).collect(),
-            keys: random_keys(),
+            hash: AddressHash::new(),
         }
     }
 
@@ -89,10 +89,35 @@ impl Slots {
         Ok(Slot { _all: all, client })
     }
 
-    /// The address's counter: a keyed multiply-shift hash, random per process, so that which
-    /// addresses share a counter cannot be chosen from outside. SipHash cost about 100
-    /// instructions of every request (by callgrind); this costs a few.
     fn index(&self, ip: IpAddr) -> usize {
+        self.hash.index(ip)
+    }
+}
+
+/// Which of [`TABLE`] counters an address uses: a keyed multiply-shift hash, random per
+/// process, so that which addresses share a counter cannot be chosen from outside. SipHash
+/// cost about 100 instructions of every request (by callgrind); this costs a few.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AddressHash {
+    /// The multiplier is odd.
+    keys: (u64, u64),
+}
+
+impl AddressHash {
+    /// A hash with keys from the standard library's per-process random seed.
+    pub(crate) fn new() -> Self {
+        let state = std::collections::hash_map::RandomState::new();
+        let mut first = state.build_hasher();
+        first.write_u8(0);
+        let mut second = state.build_hasher();
+        second.write_u8(1);
+        Self {
+            keys: (first.finish(), second.finish() | 1),
+        }
+    }
+
+    /// The counter of `ip` (an IPv4-mapped IPv6 address counts as its IPv4 address).
+    pub(crate) fn index(&self, ip: IpAddr) -> usize {
         let bits = match ip {
             IpAddr::V4(v4) => u64::from(u32::from(v4)),
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -106,16 +131,6 @@ impl Slots {
         let mixed = (bits ^ self.keys.0).wrapping_mul(self.keys.1);
         (mixed >> (64 - TABLE_BITS)) as usize
     }
-}
-
-/// Two random keys, from the standard library's per-process random hasher seed.
-fn random_keys() -> (u64, u64) {
-    let state = std::collections::hash_map::RandomState::new();
-    let mut first = state.build_hasher();
-    first.write_u8(0);
-    let mut second = state.build_hasher();
-    second.write_u8(1);
-    (first.finish(), second.finish() | 1)
 }
 
 #[cfg(test)]

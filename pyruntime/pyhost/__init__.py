@@ -11,8 +11,9 @@ package, reads the routes and serves them, calling each handler with a :class:`R
 """
 
 from .datastructures import Headers, MutableHeaders, QueryParams, State
+from .forms import FormData, UploadFile
 from .host import CapabilityError, HostError, host, host_logging_handler
-from .params import REQUIRED, Cookie, Header, Query
+from .params import REQUIRED, Cookie, Form, Header, Query
 from .requests import Request
 from .responses import HTMLResponse, HTTPError, JSONResponse, PlainTextResponse, Response
 from .routing import Route, Router
@@ -23,6 +24,8 @@ __all__ = [
     "REQUIRED",
     "CapabilityError",
     "Cookie",
+    "Form",
+    "FormData",
     "HTMLResponse",
     "HTTPError",
     "Header",
@@ -38,6 +41,7 @@ __all__ = [
     "Route",
     "Router",
     "State",
+    "UploadFile",
     "WebSocket",
     "WebSocketDisconnect",
     "host",

@@ -373,3 +373,15 @@ class Cookie(Query):
     >>> Cookie(str).spec()["required"]
     True
     """
+
+
+@dataclass(frozen=True)
+class Form(Query):
+    """A declared form field (``application/x-www-form-urlencoded`` or
+    ``multipart/form-data``), checked like a query parameter before the handler runs; the
+    handler reads the typed value as ``request.form_params[name]``, and every field and file
+    as ``await request.form()``.
+
+    >>> Form(str, max_length=80).spec()["max_length"]
+    80
+    """

@@ -8,9 +8,11 @@ as ``async def handler(request: Request) -> ...`` and type-checked, and
 from __future__ import annotations
 
 import inspect
+from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from .datastructures import Headers, QueryParams, State
+from .forms import FormData
 
 if TYPE_CHECKING:
     from typing import _ProtocolMeta
@@ -121,8 +123,12 @@ class Request(Protocol, metaclass=_StaticProtocolMeta):
         ...
 
     @property
-    def body(self) -> bytes:
-        """The raw request body."""
+    def body(self) -> Any:
+        """The raw request body, ``bytes``.
+
+        On a ``stream=True`` route the body has not been read yet: ``await request.body()``
+        reads the rest of the stream whole, under the route's body limit.
+        """
         ...
 
     @property
@@ -130,8 +136,30 @@ class Request(Protocol, metaclass=_StaticProtocolMeta):
         """The body parsed as JSON.
 
         Already parsed and validated when the route declares a body; otherwise parsed on first
-        access, raising ``HTTPError(400)`` when the body is not valid JSON.
+        access, raising ``HTTPError(400)`` when the body is not valid JSON. On a
+        ``stream=True`` route, ``await request.json()``.
         """
+        ...
+
+    def stream(self) -> AsyncIterator[bytes]:
+        """The body's chunks as they arrive: ``async for chunk in request.stream()``.
+
+        On a ``stream=True`` route the connection is read no faster than the handler iterates,
+        and a body over the route's limit (or too slow, or broken) raises ``HTTPError`` (413,
+        408, 400) from the loop; it can be iterated once. On other routes it yields the whole
+        body as one chunk.
+        """
+        ...
+
+    def form(self) -> Awaitable[FormData]:
+        """``await request.form()``: the body parsed as a form (urlencoded or multipart), in
+        Rust, off the event loop; ``HTTPError`` (400, 413, 415) for a body that is not a valid
+        form within the limits. Parsed before the handler ran on a route declaring ``form=``."""
+        ...
+
+    @property
+    def form_params(self) -> dict[str, Any]:
+        """The declared form fields (``form=`` on the route), validated and typed."""
         ...
 
     @property

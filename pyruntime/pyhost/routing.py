@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar
 
-from .params import Cookie, Header, Query
+from .params import Cookie, Form, Header, Query
 from .responses import HTTPError, Response, error_response, to_response
 from .schema import json_schema
 
@@ -75,6 +75,14 @@ class Route:
     """Declared cookies, by name."""
     middleware: tuple[Middleware, ...] = ()
     """The middleware around this route, outermost first."""
+    stream: bool = False
+    """The handler reads the body as it arrives, with ``request.stream()``."""
+    body_limit: int | str | None = None
+    """This route's largest body (bytes, or a size string such as ``"64 MiB"``), overriding
+    ``server.body_limit``."""
+    form: Mapping[str, Form] | None = None
+    """Declared form fields; not ``None`` (even empty): the host parses the body as a form
+    before the handler runs."""
     exception_handlers: tuple[tuple[type[BaseException], ExceptionHandler], ...] = ()
     """Exception classes and their handlers, the most specific router's first."""
     websocket: bool = False
@@ -107,6 +115,11 @@ class Route:
             "cookies": {name: param.spec() for name, param in self.cookies.items()},
             "body_schema": self.body_schema,
             "timeout": self.timeout,
+            "stream": self.stream,
+            "body_limit": self.body_limit,
+            "form": None
+            if self.form is None
+            else {name: param.spec() for name, param in self.form.items()},
         }
         if self.websocket:
             spec["websocket"] = True
@@ -239,6 +252,9 @@ class Router:
         timeout: float | None = None,
         headers: Mapping[str, Header] | None = None,
         cookies: Mapping[str, Cookie] | None = None,
+        stream: bool = False,
+        body_limit: int | str | None = None,
+        form: Mapping[str, Form] | None = None,
     ) -> Callable[[HandlerT], HandlerT]:
         """Declare a route for ``methods`` at the path template ``path``.
 
@@ -252,6 +268,15 @@ class Router:
         and :class:`~pyhost.Cookie`, checked by the host like query parameters and read as
         ``request.header_params`` and ``request.cookies``.
 
+        ``stream=True`` hands the request to the handler before its body is read: the handler
+        reads it with ``async for chunk in request.stream()`` (or whole, with ``await
+        request.body()``), and the connection is read no faster than it does. ``body_limit``
+        (bytes, or a size string such as ``"64 MiB"``) overrides ``server.body_limit`` for this
+        route. ``form`` declares form fields as :class:`~pyhost.Form`, checked by the host like
+        query parameters and read as ``request.form_params``; with it (even ``form={}``) the
+        host parses the body as a form before the handler runs, large files going to
+        temporary files as they arrive, and ``await request.form()`` returns it at once.
+
         Raises ``ValueError`` (or ``TypeError`` for arguments of the wrong type) on a malformed
         declaration, before the handler is even defined.
         """
@@ -262,12 +287,19 @@ class Router:
         checked_timeout = _check_timeout(timeout)
         checked_headers = _check_named(headers, Header, "headers", lower=True)
         checked_cookies = _check_named(cookies, Cookie, "cookies", lower=False)
+        checked_form = None if form is None else _check_named(form, Form, "form", lower=False)
+        _check_body_options(stream, body_limit, body_schema, checked_form)
 
         def decorator(handler: HandlerT) -> HandlerT:
             if not callable(handler):
                 raise TypeError(f"a route handler must be callable, got {handler!r}")
             name = _handler_name(handler)
             _check_signature(handler, name)
+            if stream and not _is_async(handler):
+                raise TypeError(
+                    f"handler {name} of a stream=True route must be an async def: it reads "
+                    "the body with `async for chunk in request.stream()`"
+                )
             self._routes.append(
                 Route(
                     methods=checked_methods,
@@ -280,6 +312,9 @@ class Router:
                     timeout=checked_timeout,
                     headers=checked_headers,
                     cookies=checked_cookies,
+                    stream=stream,
+                    body_limit=body_limit,
+                    form=checked_form,
                 )
             )
             return handler
@@ -339,6 +374,9 @@ class Router:
         timeout: float | None = None,
         headers: Mapping[str, Header] | None = None,
         cookies: Mapping[str, Cookie] | None = None,
+        stream: bool = False,
+        body_limit: int | str | None = None,
+        form: Mapping[str, Form] | None = None,
     ) -> Callable[[HandlerT], HandlerT]:
         """Declare a ``GET`` route (``HEAD`` is served from it too); see :meth:`route`."""
         return self.route(
@@ -349,6 +387,9 @@ class Router:
             timeout=timeout,
             headers=headers,
             cookies=cookies,
+            stream=stream,
+            body_limit=body_limit,
+            form=form,
         )
 
     def post(
@@ -360,6 +401,9 @@ class Router:
         timeout: float | None = None,
         headers: Mapping[str, Header] | None = None,
         cookies: Mapping[str, Cookie] | None = None,
+        stream: bool = False,
+        body_limit: int | str | None = None,
+        form: Mapping[str, Form] | None = None,
     ) -> Callable[[HandlerT], HandlerT]:
         """Declare a ``POST`` route; see :meth:`route`."""
         return self.route(
@@ -370,6 +414,9 @@ class Router:
             timeout=timeout,
             headers=headers,
             cookies=cookies,
+            stream=stream,
+            body_limit=body_limit,
+            form=form,
         )
 
     def put(
@@ -381,6 +428,9 @@ class Router:
         timeout: float | None = None,
         headers: Mapping[str, Header] | None = None,
         cookies: Mapping[str, Cookie] | None = None,
+        stream: bool = False,
+        body_limit: int | str | None = None,
+        form: Mapping[str, Form] | None = None,
     ) -> Callable[[HandlerT], HandlerT]:
         """Declare a ``PUT`` route; see :meth:`route`."""
         return self.route(
@@ -391,6 +441,9 @@ class Router:
             timeout=timeout,
             headers=headers,
             cookies=cookies,
+            stream=stream,
+            body_limit=body_limit,
+            form=form,
         )
 
     def patch(
@@ -402,6 +455,9 @@ class Router:
         timeout: float | None = None,
         headers: Mapping[str, Header] | None = None,
         cookies: Mapping[str, Cookie] | None = None,
+        stream: bool = False,
+        body_limit: int | str | None = None,
+        form: Mapping[str, Form] | None = None,
     ) -> Callable[[HandlerT], HandlerT]:
         """Declare a ``PATCH`` route; see :meth:`route`."""
         return self.route(
@@ -412,6 +468,9 @@ class Router:
             timeout=timeout,
             headers=headers,
             cookies=cookies,
+            stream=stream,
+            body_limit=body_limit,
+            form=form,
         )
 
     def delete(
@@ -423,6 +482,9 @@ class Router:
         timeout: float | None = None,
         headers: Mapping[str, Header] | None = None,
         cookies: Mapping[str, Cookie] | None = None,
+        stream: bool = False,
+        body_limit: int | str | None = None,
+        form: Mapping[str, Form] | None = None,
     ) -> Callable[[HandlerT], HandlerT]:
         """Declare a ``DELETE`` route; see :meth:`route`."""
         return self.route(
@@ -433,6 +495,9 @@ class Router:
             timeout=timeout,
             headers=headers,
             cookies=cookies,
+            stream=stream,
+            body_limit=body_limit,
+            form=form,
         )
 
     def include(self, other: Router, prefix: str = "") -> None:
@@ -532,6 +597,34 @@ def _check_timeout(timeout: float | None) -> float | None:
     if not math.isfinite(timeout) or timeout <= 0:
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
     return float(timeout)
+
+
+def _check_body_options(
+    stream: bool,
+    body_limit: int | str | None,
+    body_schema: dict[str, Any] | None,
+    form: Mapping[str, Form] | None,
+) -> None:
+    if not isinstance(stream, bool):
+        raise TypeError(f"stream must be a bool, got {stream!r}")
+    if body_limit is not None:
+        if isinstance(body_limit, bool) or not isinstance(body_limit, int | str):
+            raise TypeError(
+                f'body_limit must be a number of bytes or a size string such as "64 MiB", '
+                f"got {body_limit!r}"
+            )
+        # A size string is parsed by the host, with the parser of its config file.
+        if isinstance(body_limit, int) and body_limit <= 0:
+            raise ValueError(f"body_limit must be above zero, got {body_limit}")
+        if isinstance(body_limit, str) and not body_limit.strip():
+            raise ValueError("body_limit must not be empty")
+    if stream and form is not None:
+        raise ValueError(
+            "a stream=True route cannot declare a form: the host parses a declared form "
+            "before the handler runs"
+        )
+    if body_schema is not None and (stream or form is not None):
+        raise ValueError("a route with body= cannot also be stream=True or declare a form")
 
 
 def _check_query(query: Mapping[str, Query] | None) -> Mapping[str, Query]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import types
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import pytest
@@ -47,7 +48,17 @@ class FakeRequest:
         self.state = pyhost.State()
         self.header_params: dict[str, Any] = {}
         self.cookies: dict[str, Any] = {}
+        self.form_params: dict[str, Any] = {}
         vars(self).update(attributes)
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        yield self.body
+
+    def stream(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def form(self) -> pyhost.FormData:
+        return pyhost.FormData()
 
     def __getitem__(self, key: str) -> Any:
         if key not in ATTRIBUTES:
@@ -92,6 +103,13 @@ class LazyRequest:
     state = property(lambda self: self._read("state"))
     header_params = property(lambda self: self._read("header_params"))
     cookies = property(lambda self: self._read("cookies"))
+    form_params = property(lambda self: self._read("form_params"))
+
+    def stream(self) -> Any:
+        return self._read("stream")
+
+    def form(self) -> Any:
+        return self._read("form")
 
     def __getitem__(self, key: str) -> Any:
         return self._read(key)

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from pyhost import Query, Route, Router
+from pyhost import Form, Query, Route, Router
 
 
 async def get_user(request):
@@ -231,6 +231,9 @@ def test_spec_is_plain_json_data():
         "cookies": {},
         "body_schema": None,
         "timeout": None,
+        "stream": False,
+        "body_limit": None,
+        "form": None,
     }
     assert list(get_spec["query"]) == ["limit", "q"]
     assert post_spec["is_async"] is False
@@ -363,3 +366,45 @@ def test_timeout_is_declared_per_route() -> None:
         router.get("/x", timeout=0)
     with pytest.raises(TypeError, match="seconds"):
         router.get("/x", timeout="1s")  # type: ignore[arg-type]
+
+
+async def _streaming(request):
+    return {}
+
+
+def test_body_options_are_in_the_spec():
+    router = Router()
+    router.post("/up", stream=True, body_limit="64 MiB")(_streaming)
+    router.post("/form", body_limit=1000, form={"name": Form(str, max_length=5)})(_streaming)
+    router.post("/any-form", form={})(_streaming)
+    up, form, any_form = (route.spec() for route in router.routes)
+    assert (up["stream"], up["body_limit"], up["form"]) == (True, "64 MiB", None)
+    assert form["body_limit"] == 1000
+    assert form["form"] == {"name": Form(str, max_length=5).spec()}
+    assert any_form["form"] == {}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"stream": "yes"}, TypeError),
+        ({"body_limit": 0}, ValueError),
+        ({"body_limit": True}, TypeError),
+        ({"body_limit": 1.5}, TypeError),
+        ({"body_limit": " "}, ValueError),
+        ({"stream": True, "form": {}}, ValueError),
+        ({"form": {}, "body": {"type": "object"}}, ValueError),
+        ({"form": {"a": Query(str)}}, TypeError),
+    ],
+)
+def test_bad_body_options_are_refused(kwargs, error):
+    with pytest.raises(error):
+        Router().post("/x", **kwargs)(_streaming)
+
+
+def test_a_streamed_route_needs_an_async_handler():
+    def plain(request):
+        return {}
+
+    with pytest.raises(TypeError, match="must be an async def"):
+        Router().post("/x", stream=True)(plain)

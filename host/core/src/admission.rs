@@ -279,6 +279,7 @@ impl Admission {
             query,
             header_params,
             cookies,
+            form: Vec::new(),
             headers: parts.headers,
             body,
             json,
@@ -289,21 +290,42 @@ impl Admission {
         })
     }
 
-    /// The answer to a body over `server.body_limit`.
-    pub fn too_large(&self) -> Rejection {
+    /// The answer to a body over `limit` (the route's body limit).
+    pub fn too_large(&self, limit: u64) -> Rejection {
         // The rest of the body is never read, so the connection cannot carry another request.
         Rejection::closing(Reply::detail(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "Request body too large: the limit is {} bytes",
-                self.body_limit
-            ),
+            format!("Request body too large: the limit is {limit} bytes"),
         ))
     }
 
-    /// The largest body admitted, in bytes.
-    pub fn body_limit(&self) -> u64 {
-        self.body_limit
+    /// The largest body admitted on `route`, in bytes: its own `body_limit=`, else
+    /// `server.body_limit`.
+    pub fn body_limit(&self, route: &Route) -> u64 {
+        route.body_limit.unwrap_or(self.body_limit)
+    }
+
+    /// Checks the declared form fields of a request whose form was parsed, after
+    /// [`Admission::admit`]: fills `data.form`, or answers 422.
+    pub fn admit_form(
+        &self,
+        route: &Route,
+        data: &mut RequestData,
+        form: &crate::form::ParsedForm,
+    ) -> Result<(), Rejection> {
+        let Some(declared) = &route.form else {
+            return Ok(());
+        };
+        match crate::form::validate_fields(declared, form) {
+            Ok(values) => {
+                data.form = values;
+                Ok(())
+            }
+            Err(errors) => Err(Rejection::new(Reply::json(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &serde_json::json!({ "detail": errors }),
+            ))),
+        }
     }
 }
 

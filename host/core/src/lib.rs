@@ -14,6 +14,7 @@ pub mod admission;
 pub mod authority;
 pub mod config;
 pub mod error;
+pub mod form;
 pub mod middleware;
 #[doc(hidden)]
 pub mod probe;

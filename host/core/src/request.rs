@@ -30,6 +30,9 @@ pub struct RequestData {
     pub header_params: Vec<(String, Typed)>,
     /// Declared cookies, validated and typed, defaults filled.
     pub cookies: Vec<(String, Typed)>,
+    /// Declared form fields, validated and typed, defaults filled (set by the host once the
+    /// form is parsed: [`crate::form::validate_fields`]).
+    pub form: Vec<(String, Typed)>,
     /// Request headers, repeats kept.
     pub headers: HeaderMap,
     /// The whole body.

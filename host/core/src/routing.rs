@@ -46,6 +46,14 @@ pub struct Route {
     pub body_schema: Option<serde_json::Value>,
     /// The route's own handler timeout, when it declares one.
     pub timeout: Option<std::time::Duration>,
+    /// The handler reads the body as a stream: the request is dispatched before its body is
+    /// read (`pyhost/src/streaming/request_body.rs`).
+    pub stream: bool,
+    /// The route's own body limit in bytes, when it declares one (`server.body_limit` else).
+    pub body_limit: Option<u64>,
+    /// Declared form fields, when the route declares a form (`form=`): its body is parsed as
+    /// one before dispatch.
+    pub form: Option<Vec<QueryParam>>,
     /// A WebSocket route: its requests are upgrades (`crate::websocket`).
     pub websocket: bool,
     /// Index of the plugin that owns it.
@@ -258,6 +266,32 @@ pub enum RouteError {
     },
 }
 
+/// Declared parameters by name, as the spec has them.
+type Declared = indexmap::IndexMap<String, crate::spec::QuerySpec>;
+
+/// The route's body options, checked against each other: whether it streams, its body limit
+/// and its declared form.
+fn body_options(spec: &RouteSpec) -> Result<(bool, Option<u64>, Option<&Declared>), String> {
+    let body_limit = spec.body_limit.map(|size| size.as_u64());
+    if body_limit == Some(0) {
+        return Err("body_limit must be above zero, such as \"64 MiB\" or 1048576".to_owned());
+    }
+    if spec.stream && spec.form.is_some() {
+        return Err(
+            "a stream=True route cannot declare a form: the host parses a declared form \
+             itself, before the handler runs"
+                .to_owned(),
+        );
+    }
+    if spec.body_schema.is_some() && (spec.stream || spec.form.is_some()) {
+        return Err(
+            "a route with a JSON body schema (body=) cannot also be stream=True or declare a form"
+                .to_owned(),
+        );
+    }
+    Ok((spec.stream, body_limit, spec.form.as_ref()))
+}
+
 const KNOWN_METHODS: [&str; 6] = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 impl RouteTable {
@@ -323,6 +357,10 @@ impl RouteTable {
                     )));
                 }
             };
+            let (stream, body_limit, form) = body_options(spec).map_err(invalid)?;
+            let form = form
+                .map(|declared| compile_named(declared, "form"))
+                .transpose()?;
             let index = match by_matchit.get(&template.matchit) {
                 Some(&index) => {
                     if endpoints[index].template != spec.path {
@@ -400,6 +438,9 @@ impl RouteTable {
                     body: body.clone(),
                     body_schema: spec.body_schema.clone(),
                     timeout,
+                    stream,
+                    body_limit,
+                    form: form.clone(),
                     websocket: spec.websocket,
                     plugin: spec.plugin,
                 }));
@@ -602,6 +643,56 @@ mod tests {
             "query": {}, "body_schema": null
         }))
         .unwrap()
+    }
+
+    fn body_spec(extra: serde_json::Value) -> RouteSpec {
+        let mut value = serde_json::json!({
+            "methods": ["POST"], "path": "/up", "name": "m.up", "is_async": true,
+        });
+        for (key, item) in extra.as_object().unwrap() {
+            value[key] = item.clone();
+        }
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn body_options_are_compiled_and_checked() {
+        let table = RouteTable::build(&[body_spec(serde_json::json!({
+            "stream": true, "body_limit": "64 MiB"
+        }))])
+        .unwrap();
+        let Lookup::Found { route, .. } = table.lookup(&Method::POST, "/up") else {
+            panic!("no route");
+        };
+        assert!(route.stream);
+        assert_eq!(route.body_limit, Some(64 * 1024 * 1024));
+        assert!(route.form.is_none());
+
+        let table = RouteTable::build(&[body_spec(serde_json::json!({
+            "body_limit": 1000,
+            "form": {"name": {"type": "str", "required": true}},
+        }))])
+        .unwrap();
+        let Lookup::Found { route, .. } = table.lookup(&Method::POST, "/up") else {
+            panic!("no route");
+        };
+        assert_eq!(route.body_limit, Some(1000));
+        assert_eq!(route.form.as_ref().map(Vec::len), Some(1));
+
+        for (extra, problem) in [
+            (serde_json::json!({"body_limit": 0}), "above zero"),
+            (
+                serde_json::json!({"stream": true, "form": {}}),
+                "cannot declare a form",
+            ),
+            (
+                serde_json::json!({"form": {}, "body_schema": {"type": "object"}}),
+                "JSON body schema",
+            ),
+        ] {
+            let err = RouteTable::build(&[body_spec(extra)]).unwrap_err();
+            assert!(err.to_string().contains(problem), "{err}");
+        }
     }
 
     #[test]

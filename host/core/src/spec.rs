@@ -34,6 +34,18 @@ pub struct RouteSpec {
     /// Seconds this route's handler may run, overriding `server.request_timeout`.
     #[serde(default)]
     pub timeout: Option<f64>,
+    /// Whether the handler reads the body as a stream (`request.stream()`) instead of
+    /// receiving it whole.
+    #[serde(default)]
+    pub stream: bool,
+    /// This route's largest request body, overriding `server.body_limit`: bytes, or a size
+    /// string as in the config (`"64 MiB"`).
+    #[serde(default)]
+    pub body_limit: Option<bytesize::ByteSize>,
+    /// Declared form fields (`form=` on the route), checked like query parameters. `Some`
+    /// (even empty) means the host parses the body as a form before the handler runs.
+    #[serde(default)]
+    pub form: Option<IndexMap<String, QuerySpec>>,
     /// A WebSocket route (`router.websocket`): a `GET` whose handler gets the socket, not a
     /// request, once the upgrade request is admitted (`crate::websocket`).
     #[serde(default)]

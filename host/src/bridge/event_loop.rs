@@ -365,7 +365,7 @@ impl Dispatcher {
         let handler = self.handlers[job.route].bind(py);
         let deadline = job.deadline;
         let socket = job.websocket.take();
-        let started = Py::new(py, PyRequest::new(job.data)).and_then(|request| {
+        let started = Py::new(py, PyRequest::new(job.data, job.source)).and_then(|request| {
             // A WebSocket handler gets the socket, which carries the request.
             let argument = match socket {
                 Some(ends) => Py::new(

@@ -57,6 +57,8 @@ pub(crate) struct Job {
     pub handler: Arc<str>,
     /// The request.
     pub data: RequestData,
+    /// Where the rest of its body comes from (a stream, a parsed form).
+    pub source: crate::streaming::request_body::BodySource,
     /// Where the reply goes.
     pub reply: oneshot::Sender<HandlerReply>,
     /// For a WebSocket route: the socket's loop side, which the handler gets instead of the
@@ -110,6 +112,7 @@ impl Bridge {
         route: usize,
         handler: Arc<str>,
         data: RequestData,
+        source: crate::streaming::request_body::BodySource,
         deadline: Option<Instant>,
     ) -> (u64, oneshot::Receiver<HandlerReply>) {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
@@ -121,6 +124,7 @@ impl Bridge {
             route,
             handler,
             data,
+            source,
             reply,
             websocket: None,
         })));
@@ -147,6 +151,7 @@ impl Bridge {
             handler,
             data,
             reply,
+            source: crate::streaming::request_body::BodySource::Whole,
             websocket: Some(Box::new(ends)),
         })));
         (key, receiver)

@@ -10,11 +10,12 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::bridge::sdk::sdk;
 use crate::pyconv::json;
+use crate::streaming::request_body::{self, BodySource};
 use pyhost_core::request::RequestData;
 use pyhost_core::validation::Typed;
 
 /// Names readable both as attributes and as `request["name"]`.
-const KEYS: [&str; 14] = [
+const KEYS: [&str; 15] = [
     "method",
     "path",
     "url",
@@ -29,6 +30,7 @@ const KEYS: [&str; 14] = [
     "request_id",
     "route",
     "plugin",
+    "form_params",
 ];
 
 /// An HTTP request as a handler sees it.
@@ -43,12 +45,23 @@ pub struct PyRequest {
     headers: PyOnceLock<Py<PyAny>>,
     body: PyOnceLock<Py<PyAny>>,
     json: PyOnceLock<Py<PyAny>>,
+    /// Where the body comes from beyond `data.body` (a stream, a form parsed before dispatch).
+    source: std::sync::Mutex<BodySource>,
+    /// A `stream=True` route's request.
+    streamed: bool,
+    form_params: PyOnceLock<Py<PyAny>>,
+    /// What `form()` awaits, made once.
+    form: PyOnceLock<Py<PyAny>>,
 }
 
 impl PyRequest {
-    /// Wraps request data; nothing is converted yet.
-    pub fn new(data: RequestData) -> Self {
+    /// Wraps request data and where the rest of its body comes from; nothing is converted yet.
+    pub(crate) fn new(data: RequestData, source: BodySource) -> Self {
         Self {
+            streamed: matches!(source, BodySource::Stream(_)),
+            source: std::sync::Mutex::new(source),
+            form_params: PyOnceLock::new(),
+            form: PyOnceLock::new(),
             data,
             path_params: PyOnceLock::new(),
             query: PyOnceLock::new(),
@@ -94,6 +107,39 @@ fn cached<'py>(
     make: impl FnOnce() -> PyResult<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     cell.get_or_try_init(py, make).map(|v| v.bind(py).clone())
+}
+
+impl PyRequest {
+    /// Starts parsing `body` as this request's form on tokio; the `_PendingForm` to await.
+    fn parse_form(&self, py: Python<'_>, body: bytes::Bytes) -> PyResult<Py<PyAny>> {
+        let content_type = self.data.headers.get(http::header::CONTENT_TYPE).cloned();
+        let pending = crate::streaming::form::start_parse(
+            content_type,
+            body,
+            crate::streaming::form::limits(),
+        );
+        Ok(Py::new(py, pending)?.into_any())
+    }
+
+    /// The whole body parsed as JSON, cached (routes that are not `stream=True`).
+    fn json_value<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        // Both keep the body's key order (see `json::parse_to_python` for why two ways).
+        cached(py, &self.json, || {
+            if let Some(value) = &self.data.json {
+                return Ok(json::to_python(py, value)?.unbind());
+            }
+            match json::parse_to_python(py, &self.data.body) {
+                Ok(value) => Ok(value.unbind()),
+                Err(json::ParseError::Python(err)) => Err(err),
+                Err(json::ParseError::Malformed(err)) => Err(PyErr::from_value(
+                    sdk(py)?
+                        .http_error
+                        .bind(py)
+                        .call1((400, format!("Malformed JSON body: {err}")))?,
+                )),
+            }
+        })
+    }
 }
 
 #[pymethods]
@@ -180,33 +226,121 @@ impl PyRequest {
         })
     }
 
-    /// The whole body.
+    /// The whole body; on a `stream=True` route, a callable: `await request.body()` reads
+    /// the stream whole.
     #[getter]
-    fn body<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        cached(py, &self.body, || {
-            Ok(PyBytes::new(py, &self.data.body).into_any().unbind())
+    fn body<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        cached(py, &this.body, || {
+            if this.streamed {
+                let chunks = slf.getattr("stream")?;
+                return Ok(request_body::helpers(py)?
+                    .streamed_body
+                    .bind(py)
+                    .call1((chunks,))?
+                    .unbind());
+            }
+            Ok(PyBytes::new(py, &this.data.body).into_any().unbind())
         })
     }
 
-    /// The body parsed as JSON. Raises `HTTPError(400)` when it is not valid JSON.
+    /// The body parsed as JSON. Raises `HTTPError(400)` when it is not valid JSON. On a
+    /// `stream=True` route, a callable: `await request.json()`.
     #[getter]
-    fn json<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        // Both keep the body's key order (see `json::parse_to_python` for why two ways).
-        cached(py, &self.json, || {
-            if let Some(value) = &self.data.json {
-                return Ok(json::to_python(py, value)?.unbind());
+    fn json<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.streamed {
+            return cached(py, &this.json, || {
+                Ok(Self::body(slf)?.getattr("json")?.unbind())
+            });
+        }
+        this.json_value(py)
+    }
+
+    /// The body's chunks as they arrive: `async for chunk in request.stream()`, once. On a
+    /// route that is not `stream=True`, the whole body as one chunk.
+    fn stream<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let helpers = request_body::helpers(py)?;
+        if !self.streamed {
+            return helpers
+                .one_chunk
+                .bind(py)
+                .call1((PyBytes::new(py, &self.data.body),));
+        }
+        let taken = std::mem::take(
+            &mut *self
+                .source
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        let BodySource::Stream(rx) = taken else {
+            return Err(PyRuntimeError::new_err(
+                "the request body stream was read already: request.stream() (and \
+                 request.body()) can be read once",
+            ));
+        };
+        let chunks = Py::new(py, request_body::RequestBody::new(rx))?;
+        helpers.iterate.bind(py).call1((chunks,))
+    }
+
+    /// The body parsed as a form: `await request.form()` gives a `pyhost.FormData`.
+    fn form<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let once = cached(py, &slf.get().form, || {
+            let start = slf.getattr("_start_form")?;
+            Ok(request_body::helpers(py)?
+                .once
+                .bind(py)
+                .call1((start,))?
+                .unbind())
+        })?;
+        once.call_method0("get")
+    }
+
+    /// Declared form fields (`form=` on the route), validated and typed, defaults filled.
+    #[getter]
+    fn form_params<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        cached(py, &self.form_params, || typed_dict(py, &self.data.form))
+    }
+
+    /// What `form()` awaits the first time: the form parsed before dispatch, or one parsed
+    /// now on tokio.
+    fn _start_form<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        let helpers = request_body::helpers(py)?;
+        let taken = {
+            let mut source = this
+                .source
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match &*source {
+                BodySource::Form(_) => std::mem::take(&mut *source),
+                _ => BodySource::Whole,
             }
-            match json::parse_to_python(py, &self.data.body) {
-                Ok(value) => Ok(value.unbind()),
-                Err(json::ParseError::Python(err)) => Err(err),
-                Err(json::ParseError::Malformed(err)) => Err(PyErr::from_value(
-                    sdk(py)?
-                        .http_error
-                        .bind(py)
-                        .call1((400, format!("Malformed JSON body: {err}")))?,
-                )),
-            }
-        })
+        };
+        if let BodySource::Form(form) = taken {
+            let form = crate::streaming::form::to_python(py, *form)?;
+            return helpers.ready.bind(py).call1((form,));
+        }
+        if this.streamed {
+            let body = Self::body(slf)?;
+            let parse = slf.getattr("_parse_form")?;
+            return helpers.form_of_stream.bind(py).call1((body, parse));
+        }
+        if this.data.body.is_empty() {
+            let form = crate::streaming::form::to_python(py, Default::default())?;
+            return helpers.ready.bind(py).call1((form,));
+        }
+        let pending = this.parse_form(py, this.data.body.clone())?;
+        helpers.wait_form.bind(py).call1((pending,))
+    }
+
+    /// Starts parsing `data` as this request's form, on tokio.
+    fn _parse_form(&self, py: Python<'_>, data: &[u8]) -> PyResult<Py<PyAny>> {
+        self.parse_form(py, bytes::Bytes::copy_from_slice(data))
     }
 
     /// `(host, port)` of the peer, or None.

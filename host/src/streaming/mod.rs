@@ -3,6 +3,9 @@
 //! - [`channel`]: the bounded channels both ways, with the loop side's wake-ups;
 //! - [`body`]: the response body the service hands to hyper (or to an embedder): whole, or
 //!   streamed after the head;
+//! - [`request_body`]: request bodies read a frame at a time, and fed to `stream=True`
+//!   handlers;
+//! - [`form`]: forms parsed on tokio (multipart with `multer`), large files spooled to disk.
 //! - [`websocket`]: WebSocket routes: the upgrade, the handler's socket, the protocol.
 
 // Until every kind of stream is served, some of the channel's ends have no user yet.
@@ -10,4 +13,6 @@
 pub(crate) mod body;
 #[allow(dead_code)]
 pub(crate) mod channel;
+pub(crate) mod form;
+pub(crate) mod request_body;
 pub(crate) mod websocket;

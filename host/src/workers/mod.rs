@@ -7,7 +7,7 @@
 //! socket it inherits and telling the supervisor over a control channel when it is ready, then
 //! that its event loop still runs (`heartbeat`). The supervisor replaces workers that die,
 //! hang or reach a recycling limit, and rolls every slot on SIGHUP, one at a time, starting the
-//! new worker and waiting for it before draining the old one (`crate::supervisor`).
+//! new worker and waiting for it before draining the old one (`pyhost_process::supervisor`).
 //!
 //! An application embedding pyhost gets the same by calling [`role`] first thing in `main`:
 //!
@@ -42,33 +42,16 @@
 //! its loop runs, beats, asks to be recycled after `server.max_requests`, reports a start-up
 //! failure, and uses the key-value store the supervisor chose.
 
-pub(crate) mod control;
 pub(crate) mod heartbeat;
 pub(crate) mod link;
 
+pub(crate) use pyhost_process::{control, env};
+
 use std::fmt;
 
-pub use crate::supervisor::{Supervisor, SupervisorError};
 pub use link::LinkError;
 use pyhost_core::config::{Config, Workers};
-
-/// The environment a supervisor gives a worker.
-pub(crate) mod env {
-    /// The worker's number, unique for the server's life; its presence makes a worker.
-    pub(crate) const WORKER: &str = "PYHOST_WORKER";
-    /// The slot it serves.
-    pub(crate) const SLOT: &str = "PYHOST_WORKER_SLOT";
-    /// The descriptor of its listening socket.
-    pub(crate) const LISTEN_FD: &str = "PYHOST_LISTEN_FD";
-    /// The descriptor of its end of the control channel.
-    pub(crate) const CONTROL_FD: &str = "PYHOST_CONTROL_FD";
-    /// The server run's id, the first part of every request id.
-    pub(crate) const RUN_ID: &str = "PYHOST_RUN_ID";
-    /// Requests after which it asks to be replaced.
-    pub(crate) const MAX_REQUESTS: &str = "PYHOST_MAX_REQUESTS";
-    /// The shared key-value file when the config names none.
-    pub(crate) const KV_PATH: &str = "PYHOST_KV_PATH";
-}
+pub use pyhost_process::supervisor::{Supervisor, SupervisorError};
 
 /// The part this process plays.
 #[derive(Debug)]
@@ -92,7 +75,7 @@ pub fn role(config: &Config) -> Result<Role, LinkError> {
     }
     let count = resolve(config.server.workers);
     if count > 1 {
-        crate::logging::set_process_tag("supervisor".to_owned());
+        pyhost_process::logging::set_process_tag("supervisor".to_owned());
         Ok(Role::Supervisor(Box::new(Supervisor::with_workers(
             config.clone(),
             count,
@@ -107,7 +90,7 @@ pub fn role(config: &Config) -> Result<Role, LinkError> {
 /// loads for instance.
 pub fn worker() -> Result<Option<Worker>, LinkError> {
     Ok(link::get()?.map(|link| {
-        crate::logging::set_process_tag(format!("worker={}", link.worker));
+        pyhost_process::logging::set_process_tag(format!("worker={}", link.worker));
         Worker { link }
     }))
 }
@@ -117,7 +100,7 @@ pub fn worker() -> Result<Option<Worker>, LinkError> {
 pub fn resolve(workers: Workers) -> usize {
     match workers {
         Workers::Count(count) => count,
-        Workers::Auto => crate::supervisor::cpus::available(),
+        Workers::Auto => pyhost_process::supervisor::cpus::available(),
     }
 }
 

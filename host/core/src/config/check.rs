@@ -311,9 +311,36 @@ fn server(
         ));
     }
 
+    for (key, size) in [
+        (
+            "server.form_max_field_size",
+            Some(server.form_max_field_size),
+        ),
+        ("server.form_max_file_size", server.form_max_file_size),
+    ] {
+        if size.is_some_and(|size| size.as_u64() == 0) {
+            return Err(invalid(
+                key,
+                "expected a size above zero, such as \"64 KiB\" or 65536".to_owned(),
+            ));
+        }
+    }
+    if server.form_max_parts == 0 {
+        return Err(invalid(
+            "server.form_max_parts",
+            "expected a number above zero".to_owned(),
+        ));
+    }
+
     Ok(ServerConfig {
         listen,
         body_limit: server.body_limit.as_u64(),
+        forms: crate::form::FormLimits {
+            max_parts: server.form_max_parts,
+            max_field_size: server.form_max_field_size.as_u64(),
+            max_file_size: server.form_max_file_size.map(|size| size.as_u64()),
+            spool_threshold: server.form_spool_threshold.as_u64(),
+        },
         debug: server.debug,
         shutdown_grace: Duration::from_secs_f64(server.shutdown_grace),
         sync_threads: server.sync_threads,
@@ -333,6 +360,7 @@ fn server(
         response_buffer: usize::try_from(server.response_buffer.as_u64()).unwrap_or(usize::MAX),
         connection_response_buffer: usize::try_from(server.connection_response_buffer.as_u64())
             .unwrap_or(usize::MAX),
+        request_buffer: usize::try_from(server.request_buffer.as_u64()).unwrap_or(usize::MAX),
         h2_max_concurrent_streams: server.h2_max_concurrent_streams,
         workers: server.workers,
         balance: server.balance,

@@ -148,6 +148,7 @@ pub(super) struct RawServer {
     pub(super) send_timeout: Option<f64>,
     pub(super) response_buffer: ByteSize,
     pub(super) connection_response_buffer: ByteSize,
+    pub(super) request_buffer: ByteSize,
     pub(super) h2_max_concurrent_streams: u32,
     pub(super) workers: Workers,
     pub(super) balance: Balance,
@@ -160,6 +161,11 @@ pub(super) struct RawServer {
     pub(super) worker_lifetime_jitter: f64,
     /// `None`: any host.
     pub(super) allowed_hosts: Option<Vec<String>>,
+    pub(super) form_max_parts: usize,
+    pub(super) form_max_field_size: ByteSize,
+    /// `None`: the body limit bounds files.
+    pub(super) form_max_file_size: Option<ByteSize>,
+    pub(super) form_spool_threshold: ByteSize,
 }
 
 // --- the defaults --------------------------------------------------------------------------
@@ -195,6 +201,9 @@ impl Default for RawServer {
             send_timeout: None,
             response_buffer: ByteSize::mib(64),
             connection_response_buffer: ByteSize::mib(8),
+            // 64 bodies at the default body_limit; far above what honest uploads hold at once
+            // (an upload that must be large is a `stream=True` route, which holds a few chunks).
+            request_buffer: ByteSize::mib(64),
             // RFC 9113 §6.5.2 recommends no fewer than 100; hyper's default is 200.
             h2_max_concurrent_streams: 100,
             workers: Workers::Count(1),
@@ -209,6 +218,12 @@ impl Default for RawServer {
             worker_lifetime: 0.0,
             worker_lifetime_jitter: 0.0,
             allowed_hosts: None,
+            form_max_parts: 1000,
+            form_max_field_size: ByteSize::mib(1),
+            form_max_file_size: None,
+            // A file this large costs less on disk than in memory, and one this small is
+            // cheaper kept in memory than written and read back.
+            form_spool_threshold: ByteSize::mib(1),
         }
     }
 }

@@ -107,6 +107,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Largest request body accepted, in bytes; larger bodies get 413.
     pub body_limit: u64,
+    /// The limits forms are parsed under (`form_*`).
+    pub forms: crate::form::FormLimits,
     /// Put exception text and tracebacks into 500 responses.
     pub debug: bool,
     /// How long in-flight requests may run after SIGINT/SIGTERM.
@@ -146,6 +148,9 @@ pub struct ServerConfig {
     pub response_buffer: usize,
     /// The same for one connection (its HTTP/2 streams together).
     pub connection_response_buffer: usize,
+    /// Request body bytes held at once by the bodies being read, across all connections (a
+    /// quarter of it from one address); a body that would pass it gets 503.
+    pub request_buffer: usize,
     /// Streams a client may have open on one HTTP/2 connection.
     pub h2_max_concurrent_streams: u32,
     /// Worker processes serving the listener (`pyhost::workers`).
@@ -375,6 +380,22 @@ mod tests {
         assert_eq!(config.server.body_limit, 2048);
         let config = parse("[server]\nbody_limit = 100\n[app]\nmodule = \"m\"\n").unwrap();
         assert_eq!(config.server.body_limit, 100);
+        assert_eq!(config.server.forms, crate::form::FormLimits::default());
+        let config = parse(
+            "[server]\nform_max_parts = 5\nform_max_field_size = \"2 KiB\"\n\
+             form_max_file_size = \"1 MiB\"\nform_spool_threshold = 10\n[app]\nmodule = \"m\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.server.forms,
+            crate::form::FormLimits {
+                max_parts: 5,
+                max_field_size: 2048,
+                max_file_size: Some(1024 * 1024),
+                spool_threshold: 10,
+            }
+        );
+        assert!(parse("[server]\nform_max_parts = 0\n[app]\nmodule = \"m\"\n").is_err());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 /// The CPUs available to this process.
-pub(crate) fn available() -> usize {
+pub fn available() -> usize {
     let affinity = affinity().unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });

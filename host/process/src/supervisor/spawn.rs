@@ -23,8 +23,8 @@ use tokio::io::AsyncReadExt;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::workers::control::{MAX_LINE, Message};
-use crate::workers::env;
+use crate::control::{MAX_LINE, Message};
+use crate::env;
 
 /// Descriptor numbers in the worker.
 const LISTEN_FD: RawFd = 3;

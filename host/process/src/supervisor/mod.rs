@@ -24,7 +24,7 @@
 //! to read the heartbeats and the workers' memory; idle, that is a few system calls a second
 //! (measured: 0.017% of a CPU, `docs/workers.md`).
 
-pub(crate) mod cpus;
+pub mod cpus;
 mod fleet;
 mod jitter;
 mod kv_dir;
@@ -45,12 +45,14 @@ use jitter::Rng;
 use kv_dir::RuntimeDir;
 use pyhost_core::config::Config;
 
-/// A supervisor, ready to run; made by [`crate::workers::role`].
+/// A supervisor, ready to run; made by `pyhost::workers::role`.
 #[derive(Debug)]
 pub struct Supervisor {
     config: Config,
     count: usize,
     reload: bool,
+    /// The workers' program and arguments; `None`: this program, with its own.
+    command: Option<(PathBuf, Vec<OsString>)>,
 }
 
 /// Why the server could not be run, or stopped with an error.
@@ -95,14 +97,23 @@ pub enum SupervisorError {
 }
 
 impl Supervisor {
-    /// A supervisor of `count` workers for `config`: what [`crate::workers::role`] makes,
+    /// A supervisor of `count` workers for `config`: what `pyhost::workers::role` makes,
     /// and what callers that decide themselves use (`serve --reload` with one worker).
     pub fn with_workers(config: Config, count: usize) -> Self {
         Self {
             config,
             count: count.max(1),
             reload: false,
+            command: None,
         }
+    }
+
+    /// Runs `program` with `args` for each worker, instead of this program with its own
+    /// arguments (what the `pyhost-supervisor` binary is given by `pyhost serve`).
+    #[must_use]
+    pub fn worker_command(mut self, program: PathBuf, args: Vec<OsString>) -> Self {
+        self.command = Some((program, args));
+        self
     }
 
     /// Whether to roll the workers when a source file or the config changes (development).
@@ -120,7 +131,7 @@ impl Supervisor {
     /// Runs the server until SIGTERM or SIGINT, then drains every worker and returns.
     ///
     /// Workers are this program (`/proc/self/exe`) run again with the same arguments; each
-    /// sees [`crate::workers::Role::Worker`]. Prints `listening on http://ADDR` on stdout once
+    /// sees `pyhost::workers::Role::Worker`. Prints `listening on http://ADDR` on stdout once
     /// every worker is ready.
     pub fn run(self) -> Result<(), SupervisorError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -139,8 +150,13 @@ impl Supervisor {
         let mut fewer =
             signal(SignalKind::from_raw(libc::SIGTTOU)).map_err(SupervisorError::Runtime)?;
 
-        let program = std::env::current_exe().map_err(SupervisorError::Program)?;
-        let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+        let (program, args) = match self.command {
+            Some(command) => command,
+            None => (
+                std::env::current_exe().map_err(SupervisorError::Program)?,
+                std::env::args_os().skip(1).collect(),
+            ),
+        };
         let addr = self.config.server.listen;
         let (sockets, first) = sockets::Sockets::bind(addr, self.config.server.balance)
             .map_err(|source| SupervisorError::Bind { addr, source })?;

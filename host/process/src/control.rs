@@ -5,16 +5,19 @@
 //! the loop thread's heartbeat and a tokio thread's recycle request never interleave.
 
 /// The longest line either side writes or reads.
-pub(crate) const MAX_LINE: usize = 4096;
+pub const MAX_LINE: usize = 4096;
 
 /// What a worker tells its supervisor.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Message {
+pub enum Message {
     /// The handler package is imported and the event loop runs: the worker may take traffic.
     Ready,
-    /// Sent by the event loop every [`super::heartbeat::PERIOD`], with the requests served so
+    /// Sent by the event loop every heartbeat period (`pyhost::workers::heartbeat`), with the requests served so
     /// far: a worker whose loop is stuck stops sending it.
-    Beat { requests: u64 },
+    Beat {
+        /// Requests the worker has served so far.
+        requests: u64,
+    },
     /// The worker has served `server.max_requests`: replace it.
     Recycle,
     /// Start-up failed; the worker exits after sending this (newlines escaped as `\n`).
@@ -25,7 +28,7 @@ pub(crate) enum Message {
 
 impl Message {
     /// The line for this message, newline included.
-    pub(crate) fn encode(&self) -> String {
+    pub fn encode(&self) -> String {
         let mut line = match self {
             Message::Ready => "ready".to_owned(),
             Message::Beat { requests } => format!("beat {requests}"),
@@ -45,7 +48,7 @@ impl Message {
     }
 
     /// Reads one line (without its newline); `None` for a line no worker writes.
-    pub(crate) fn parse(line: &str) -> Option<Self> {
+    pub fn parse(line: &str) -> Option<Self> {
         let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
         match word {
             "ready" => Some(Message::Ready),

@@ -16,8 +16,8 @@ use tokio::sync::mpsc;
 use super::jitter::Rng;
 use super::spawn::{self, Event, EventKind};
 use super::{SupervisorError, sockets};
-use crate::workers::control::Message;
-use crate::workers::env;
+use crate::control::Message;
+use crate::env;
 use pyhost_core::config::Config;
 
 /// How often the supervisor looks at the conditions it cannot be woken for (heartbeats,

@@ -11,7 +11,7 @@
 //! and may use the writer too.
 //!
 //! [`Timer`] stamps each record with its time and, in a server with several processes, the
-//! process that wrote it (`worker=3`, `supervisor`), set by [`crate::workers::role`].
+//! process that wrote it (`worker=3`, `supervisor`), set by [`set_process_tag`] (`pyhost::workers::role` sets it).
 
 use std::io::{self, Write};
 use std::sync::OnceLock;
@@ -20,7 +20,7 @@ use std::time::Instant;
 
 /// How many records of one kind pass per second.
 #[derive(Debug)]
-pub(crate) struct LogBudget {
+pub struct LogBudget {
     per_second: u32,
     second: AtomicU64,
     used: AtomicU32,
@@ -29,7 +29,7 @@ pub(crate) struct LogBudget {
 
 impl LogBudget {
     /// A budget of `per_second` records a second.
-    pub(crate) const fn new(per_second: u32) -> Self {
+    pub const fn new(per_second: u32) -> Self {
         Self {
             per_second,
             second: AtomicU64::new(0),
@@ -43,7 +43,7 @@ impl LogBudget {
     ///
     /// Lock-free: two atomics on the common path. Two threads starting a new second at once
     /// may let a record or two more through; that is all a race costs.
-    pub(crate) fn admit(&self) -> Option<u64> {
+    pub fn admit(&self) -> Option<u64> {
         static EPOCH: OnceLock<Instant> = OnceLock::new();
         self.admit_at(EPOCH.get_or_init(Instant::now).elapsed().as_secs() + 1)
     }
@@ -69,7 +69,7 @@ impl LogBudget {
 }
 
 /// ` (N similar records suppressed)`, or nothing when none were.
-pub(crate) fn suppressed_note(held_back: u64) -> String {
+pub fn suppressed_note(held_back: u64) -> String {
     if held_back == 0 {
         String::new()
     } else {
@@ -80,18 +80,42 @@ pub(crate) fn suppressed_note(held_back: u64) -> String {
 static PROCESS_TAG: OnceLock<String> = OnceLock::new();
 
 /// Names this process in every record [`Timer`] stamps (set once; later calls are ignored).
-pub(crate) fn set_process_tag(tag: String) {
+pub fn set_process_tag(tag: String) {
     let _ = PROCESS_TAG.set(tag);
 }
 
 /// The process's tag, if it has one (`worker=3`, `supervisor`).
-pub(crate) fn process_tag() -> Option<&'static str> {
+pub fn process_tag() -> Option<&'static str> {
     PROCESS_TAG.get().map(String::as_str)
 }
 
 /// The time of a record (as tracing's default timer writes it) followed by the process that
 /// wrote it, when the server runs several: `2026-12-02T10:00:00.123456Z worker=2`.
 ///
+/// Installs the log subscriber the pyhost binaries use: records to stderr, filtered by
+/// `PYHOST_LOG` (default `info`), stamped by [`Timer`]. Colours only on a terminal; anywhere
+/// else (a file, journald, a collector) records are plain text written through
+/// [`LogWriter`], whose control characters are escaped, so no client can forge a line.
+pub fn init() {
+    use std::io::IsTerminal;
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
+    let terminal = io::stderr().is_terminal();
+    let writer = if terminal {
+        BoxMakeWriter::new(io::stderr)
+    } else {
+        BoxMakeWriter::new(LogWriter)
+    };
+    tracing_subscriber::fmt()
+        .with_timer(Timer)
+        .with_writer(writer)
+        .with_ansi(terminal)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PYHOST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+}
+
 /// Give it to a subscriber with `.with_timer(pyhost::logging::Timer)`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timer;
