@@ -9,13 +9,13 @@ export PYO3_PYTHON := $(shell $(PYTHON) -c 'import os, sys; print(os.path.realpa
 BIN := target/debug/pyhost
 CARGO ?= cargo
 
-.PHONY: run test build venv lint rust-test py-test clean bench bench-smoke
+.PHONY: run test build venv browser lint rust-test py-test clean bench bench-smoke
 
 run: venv
 	$(CARGO) build --release --bin pyhost
 	VIRTUAL_ENV=$(abspath $(VENV)) target/release/pyhost serve --config examples/hello/pyhost.toml
 
-test: venv build lint rust-test py-test bench-smoke
+test: venv browser build lint rust-test py-test bench-smoke
 
 venv: $(VENV)/.stamp
 
@@ -24,6 +24,12 @@ $(VENV)/.stamp: requirements-dev.txt pyruntime/pyproject.toml
 	$(VPY) -m pip install --quiet --upgrade pip
 	$(VPY) -m pip install --quiet -r requirements-dev.txt -e pyruntime
 	touch $@
+
+# tests/test_browser.py drives Debian's headless chromium; installed when missing (as root,
+# in CI), with the package lists refreshed only if the first try fails.
+browser:
+	command -v chromium >/dev/null || apt-get install -y --no-install-recommends chromium \
+		|| (apt-get update && apt-get install -y --no-install-recommends chromium)
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -39,7 +45,7 @@ lint: venv
 rust-test:
 	$(CARGO) test --workspace
 
-py-test: venv build
+py-test: venv browser build
 	PYHOST_BIN=$(abspath $(BIN)) $(VPY) -m pytest tests -q
 
 clean:

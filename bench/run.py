@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import load, prepare, report, servers
+from harness import load, prepare, report, servers, sse
 from harness.pinning import Pinning
 from harness.report import Measurement, Results, SupervisorSample
 from harness.scenarios import (
@@ -164,7 +164,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"{STEAL_WARNING * 100:.0f}%%",
     )
     parser.add_argument("--servers", type=_csv, help=f"subset of {','.join(servers.SERVERS)}")
-    parser.add_argument("--scenarios", type=_csv, help=f"subset of {','.join(SCENARIO_NAMES)}")
+    parser.add_argument("--scenarios", type=_csv, help=f"subset of {','.join(SCENARIO_NAMES)},sse")
     parser.add_argument(
         "--workers",
         type=_worker_counts,
@@ -227,6 +227,58 @@ def wait_for_listening(server: servers.Server, deadline: float) -> bool:
             return True
         time.sleep(0.005)
     return False
+
+
+def measure_sse(ctx: Context, name: str, label: str, results: Results) -> None:
+    """The SSE scenario on a fresh server ``name``: the first events checked, then one
+    measured window (a short one with few clients in smoke mode)."""
+    smoke = ctx.settings.smoke
+    clients = sse.SMOKE_CLIENTS if smoke else sse.CLIENTS
+    with serving(ctx, name, label) as running:
+        if not_ready(running, results, "sse"):
+            return
+        problem = sse.check(running.port)
+        if problem is not None:
+            results.failures.append(f"{name} (sse): {problem}")
+            return
+        pid = running.server.pid
+        try:
+            result = sse.measure(
+                ctx.pinning(1).load_prefix(),
+                running.port,
+                clients=clients,
+                warmup=0.5 if smoke else ctx.settings.warmup,
+                duration=SMOKE_DURATION if smoke else ctx.settings.duration,
+                cpu_seconds=lambda: servers.tree_cpu_seconds(pid),
+            )
+        except (RuntimeError, OSError, ValueError) as error:
+            results.failures.append(f"{name} (sse): {error}")
+            return
+        rss = servers.worker_peak_rss_kib(pid) / 1024
+    after_stop(running, results, "sse")
+    if result.errors:
+        results.failures.append(f"{name} (sse): {result.errors} streams ended during the window")
+    results.sse.setdefault(name, []).append((result, rss))
+    log(
+        f"[{label}] sse {name:18} {result.events_per_s:>10,.0f} events/s  "
+        f"{result.cpu_us_per_event:6.2f} µs/event  {clients} clients  "
+        f"per client {result.min_per_client:,.0f}-{result.max_per_client:,.0f}/s  "
+        f"peak RSS {rss:6.2f} MiB"
+    )
+
+
+def run_sse(ctx: Context, names: list[str], results: Results) -> None:
+    """The SSE scenario on each of ``names``: once in smoke mode, else round after round with
+    the order rotating."""
+    if not names:
+        return
+    rounds = 1 if ctx.settings.smoke else ctx.settings.rounds
+    for round_no in range(1, rounds + 1):
+        shift = (round_no - 1) % len(names)
+        for name in names[shift:] + names[:shift]:
+            measure_sse(
+                ctx, name, "sse-smoke" if ctx.settings.smoke else f"sse-r{round_no}", results
+            )
 
 
 def not_ready(running: Running, results: Results, what: str) -> bool:
@@ -608,6 +660,8 @@ def _connections(settings: Settings, scenarios: list[Scenario]) -> str:
         sc.name: sc.smoke_connections if settings.smoke else sc.connections or settings.connections
         for sc in scenarios
     }
+    if not counts:
+        return "none (the SSE scenario only)"
     common = max(set(counts.values()), key=list(counts.values()).count)
     others = ", ".join(f"{name}: {n}" for name, n in counts.items() if n != common)
     return f"{common} ({others})" if others else str(common)
@@ -678,6 +732,7 @@ def render(
         *_middleware_section(results, names, counts, ran),
         *_scaling_section(results, scenarios, names, counts, ran, ctx),
         *_supervisor_section(results, scenarios, ran),
+        *sse.table(results.sse, sse.SMOKE_CLIENTS if s.smoke else sse.CLIENTS),
         "",
         "## Start-up: exec to first 200 on GET /hello",
         "",
@@ -821,8 +876,19 @@ def prepare_all(
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark (or the smoke check); 0 if every server answered correctly."""
     args = parse_args(argv)
+    # The SSE scenario has a load client of its own (harness/sse.py), not wrk, and a server of
+    # its own, Starlette on uvicorn: both are taken out of the lists before they are checked.
+    run_sse_part = args.scenarios is None or "sse" in args.scenarios
+    sse_names = (
+        [name for name in sse.SERVERS if args.servers is None or name in args.servers]
+        if run_sse_part
+        else []
+    )
+    if args.servers is not None:
+        args.servers = [name for name in args.servers if name not in sse.ONLY_SERVERS]
     try:
-        scenarios = select_scenarios(args.scenarios)
+        wrk_names = None if args.scenarios is None else [s for s in args.scenarios if s != "sse"]
+        scenarios = select_scenarios(wrk_names) if wrk_names != [] else []
         names = servers.select_servers(args.servers)
     except ValueError as error:
         log(f"error: {error}")
@@ -852,12 +918,14 @@ def main(argv: list[str] | None = None) -> int:
     pinnings = {workers: Pinning.for_cores(cores, workers) for workers in counts}
     for pinning in pinnings.values():
         log(pinning.describe())
-    needed = max([sc.connections or settings.connections for sc in scenarios]) + 256
+    needed = max([sc.connections or settings.connections for sc in scenarios] + [sse.CLIENTS]) + 256
     prepare.raise_nofile_limit(needed)
     pinnings[counts[0]].pin_driver()
     ctx = Context(layout, servers.server_env(layout), pinnings, scripts, RESULTS / "logs", settings)
     results = Results()
-    (run_smoke if args.smoke else run_full)(ctx, scenarios, names, results)
+    if scenarios and names:
+        (run_smoke if args.smoke else run_full)(ctx, scenarios, names, results)
+    run_sse(ctx, sse_names, results)
     text = render(ctx, results, scenarios, names, prepare.peer_versions(layout.venv_bin / "python"))
     print(text, end="")
     out = RESULTS / (

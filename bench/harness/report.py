@@ -3,6 +3,7 @@
 import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 from .scenarios import Scenario
 from .servers import implements
@@ -57,6 +58,8 @@ class Results:
     pyhost_stats: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     startup_s: dict[tuple[str, int], list[float]] = field(default_factory=dict)
     supervisor: dict[tuple[str, str, int], list[SupervisorSample]] = field(default_factory=dict)
+    # The SSE scenario's figures by server: each round's result and the worker's peak RSS (MiB).
+    sse: dict[str, list[tuple[Any, float]]] = field(default_factory=dict)
 
     def add(self, scenario: str, server: str, measurement: Measurement, workers: int = 1) -> None:
         """Record one cell's figures."""

@@ -89,10 +89,10 @@ def server_command(name: str, layout: Layout, port: int, workers: int = 1) -> li
         return _granian(layout, "asgi", "starlette_app:app", port, workers, ws=True)
     if name == "starlette-granian-basehttp":
         return _granian(layout, "asgi", "starlette_app:app_basehttp", port, workers)
-    if name == "uvicorn":
+    if name in ("uvicorn", "starlette-uvicorn"):
         return [
             str(layout.venv_bin / "uvicorn"),
-            "asgi_app:app",
+            "asgi_app:app" if name == "uvicorn" else "starlette_app:app",
             "--host",
             "127.0.0.1",
             "--port",

@@ -166,7 +166,7 @@ impl HttpService {
                 link.send(&crate::workers::control::Message::Recycle);
             }
         }
-        let request_id: Arc<str> = Arc::from(format!("{}-{id:x}", self.id_prefix));
+        let request_id = request_id(&self.id_prefix, id);
         let seen = self.middleware.as_ref().map(|m| m.see(&request));
         let step = self.start(request, client, &request_id);
         let service = self.clone();
@@ -178,7 +178,7 @@ impl HttpService {
                 Step::Upgrade(deciding) => Answer::from(deciding.await),
             };
             if let (Some(middleware), Some(seen)) = (&service.middleware, seen) {
-                middleware.finish(&seen, &mut answer.reply);
+                middleware.finish(&seen, &mut answer.reply, answer.body.is_some());
             }
             into_response(answer, &request_id)
         }
@@ -525,6 +525,39 @@ fn into_response(answer: Answer, request_id: &str) -> Response<Body> {
     response
 }
 
+/// `PREFIX-ID`, the id in hex. Written by hand into a buffer on the stack, then copied once
+/// into the `Arc`: `format!` took about 830 instructions of each request (by callgrind).
+fn request_id(prefix: &str, id: u64) -> Arc<str> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    let mut at = digits.len();
+    let mut rest = id;
+    loop {
+        at -= 1;
+        digits[at] = HEX[(rest & 0xf) as usize];
+        rest >>= 4;
+        if rest == 0 {
+            break;
+        }
+    }
+    let digits = &digits[at..];
+    let mut buffer = [0u8; 64];
+    let length = prefix.len() + 1 + digits.len();
+    if length <= buffer.len() {
+        buffer[..prefix.len()].copy_from_slice(prefix.as_bytes());
+        buffer[prefix.len()] = b'-';
+        buffer[prefix.len() + 1..length].copy_from_slice(digits);
+        if let Ok(text) = std::str::from_utf8(&buffer[..length]) {
+            return Arc::from(text);
+        }
+    }
+    let mut text = String::with_capacity(length);
+    text.push_str(prefix);
+    text.push('-');
+    text.extend(digits.iter().map(|&digit| char::from(digit)));
+    Arc::from(text)
+}
+
 /// Why a body was not read whole.
 enum Unread {
     /// It passed its limit.
@@ -587,6 +620,15 @@ mod tests {
         request: Request<hyper::body::Incoming>,
     ) -> impl Future<Output = Response<Body>> + use<> {
         service.handle(request, None)
+    }
+
+    #[test]
+    fn request_ids_are_the_prefix_and_the_number_in_hex() {
+        for id in [0u64, 1, 15, 16, 0xabc, u64::MAX] {
+            assert_eq!(&*request_id("7f3a.2", id), format!("7f3a.2-{id:x}"));
+            let long = "p".repeat(60);
+            assert_eq!(&*request_id(&long, id), format!("{long}-{id:x}"));
+        }
     }
 
     #[test]

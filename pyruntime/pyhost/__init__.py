@@ -15,15 +15,24 @@ from .forms import FormData, UploadFile
 from .host import CapabilityError, HostError, host, host_logging_handler
 from .params import REQUIRED, Cookie, Form, Header, Query
 from .requests import Request
-from .responses import HTMLResponse, HTTPError, JSONResponse, PlainTextResponse, Response
+from .responses import (
+    HTMLResponse,
+    HTTPError,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 from .routing import Route, Router
 from .schema import json_schema
+from .sse import EventSourceResponse, ServerSentEvent
 from .websocket import WebSocket, WebSocketDisconnect
 
 __all__ = [
     "REQUIRED",
     "CapabilityError",
     "Cookie",
+    "EventSourceResponse",
     "Form",
     "FormData",
     "HTMLResponse",
@@ -40,7 +49,9 @@ __all__ = [
     "Response",
     "Route",
     "Router",
+    "ServerSentEvent",
     "State",
+    "StreamingResponse",
     "UploadFile",
     "WebSocket",
     "WebSocketDisconnect",

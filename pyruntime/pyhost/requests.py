@@ -123,6 +123,12 @@ class Request(Protocol, metaclass=_StaticProtocolMeta):
         ...
 
     @property
+    def last_event_id(self) -> str | None:
+        """The ``Last-Event-ID`` header a reconnecting ``EventSource`` sends (the ``id`` of the
+        last server-sent event it received), or ``None``."""
+        ...
+
+    @property
     def body(self) -> Any:
         """The raw request body, ``bytes``.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import http
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeAlias
 
 from .datastructures import MutableHeaders
@@ -296,6 +296,71 @@ class HTMLResponse(PlainTextResponse):
     """A ``text/html; charset=utf-8`` response from ``str`` (encoded as UTF-8) or bytes."""
 
     _media_type = _HTML_MEDIA_TYPE
+
+
+class StreamingResponse(Response):
+    """A response whose body is sent chunk by chunk as ``content`` produces it.
+
+    ``content`` is an async iterable (an ``async def`` generator, say) or a plain iterable of
+    ``bytes`` or ``str`` chunks (``str`` is encoded as UTF-8). Each chunk goes to the client as
+    soon as it is produced (a chunk of ``Transfer-Encoding: chunked`` on HTTP/1.1, DATA frames
+    on HTTP/2), and the producer is advanced no faster than the client reads. A client that
+    goes away cancels the producer (its ``finally`` blocks run); an exception ends the response
+    so the client can see it is incomplete. A list or tuple is sent from the event loop; any
+    other plain iterable (a ``def`` generator may block) is advanced on a worker thread.
+    ``media_type`` is sent as ``content-type`` (none by default); ``background`` runs once the
+    last chunk has been handed to the server.
+
+    >>> async def numbers():
+    ...     for n in range(3):
+    ...         yield str(n)
+    >>> StreamingResponse(numbers(), media_type="text/plain").status
+    200
+    """
+
+    content: AsyncIterable[Any] | Iterable[Any]
+    """What the body is read from, chunk by chunk (each item through :meth:`encode_chunk`)."""
+    _keepalive: tuple[float, bytes] | None = None
+    # Host-internal: (seconds, bytes) the host sends whenever the producer has been silent
+    # that long (EventSourceResponse's pings); None: nothing.
+
+    def __init__(
+        self,
+        content: AsyncIterable[bytes | str] | Iterable[bytes | str],
+        status: int = 200,
+        headers: HeadersInput = None,
+        media_type: str | None = None,
+        *,
+        background: Callable[[], Any] | None = None,
+    ) -> None:
+        if isinstance(content, str | bytes | bytearray | memoryview) or not (
+            hasattr(content, "__aiter__") or hasattr(content, "__iter__")
+        ):
+            raise TypeError(
+                f"{type(self).__name__} content must be an iterable or async iterable of "
+                f"chunks, got {_type_name(content)} (use Response for a body already complete)"
+            )
+        super().__init__(b"", status, headers, media_type, background=background)
+        self.content = content
+        self.media_type = media_type
+
+    def encode_chunk(self, chunk: Any) -> bytes:
+        """Return one item of ``content`` as the bytes to send (``str`` as UTF-8)."""
+        if isinstance(chunk, bytes):
+            return chunk
+        if isinstance(chunk, str):
+            return chunk.encode()
+        if isinstance(chunk, bytearray | memoryview):
+            return bytes(chunk)
+        raise TypeError(
+            f"{type(self).__name__} content must yield bytes or str, got {_type_name(chunk)}"
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(status={self.status}, media_type={self.media_type!r}, "
+            f"content={self.content!r})"
+        )
 
 
 class HTTPError(Exception):

@@ -40,6 +40,7 @@ class FakeRequest:
         self.query_params = QueryParams([("page", "2")])
         self.query = {"page": 2}
         self.headers = Headers([("accept", "application/json")])
+        self.last_event_id: str | None = None
         self.body = b""
         self.json = None
         self.client = ("127.0.0.1", 50000)
@@ -95,6 +96,7 @@ class LazyRequest:
     query_params = property(lambda self: self._read("query_params"))
     query = property(lambda self: self._read("query"))
     headers = property(lambda self: self._read("headers"))
+    last_event_id = property(lambda self: self._read("last_event_id"))
     body = property(lambda self: self._read("body"))
     json = property(lambda self: self._read("json"))
     client = property(lambda self: self._read("client"))

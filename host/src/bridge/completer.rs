@@ -18,6 +18,7 @@ use crate::bridge::stats::STATS;
 use crate::interpreter::format_exception;
 use crate::logging::{LogBudget, suppressed_note};
 use crate::streaming::body::{Deferred, HandlerReply};
+use crate::streaming::producer;
 use pyhost_core::reply::Reply;
 
 /// Running handler tasks by request key, so a request can be cancelled. Only the loop thread
@@ -56,6 +57,8 @@ pub struct Completer {
     handler: Arc<str>,
     debug: bool,
     key: u64,
+    /// The plugin whose route this is: a streamed response's producer runs as it.
+    plugin: u32,
     tasks: TaskMap,
     held: Arc<AtomicU64>,
 }
@@ -71,6 +74,7 @@ impl Completer {
         handler: Arc<str>,
         debug: bool,
         key: u64,
+        plugin: u32,
         tasks: TaskMap,
     ) -> Self {
         Self {
@@ -81,6 +85,7 @@ impl Completer {
             handler,
             debug,
             key,
+            plugin,
             tasks,
             held: Arc::new(AtomicU64::new(0)),
         }
@@ -97,7 +102,6 @@ impl Completer {
     }
 
     /// Sends the head of a reply whose body follows (see [`Deferred`]), once.
-    #[allow(dead_code)] // the streamed responses' producer uses it
     pub(crate) fn send_deferred(&mut self, reply: Reply, body: Deferred) {
         self.send(HandlerReply {
             reply,
@@ -171,6 +175,41 @@ impl Completer {
         }
     }
 
+    /// A `StreamingResponse`: the head goes now, the body follows from its producer's task,
+    /// which the request's key names from now on (so a client that leaves cancels it). The
+    /// response's background task is the pump's to start, after the last chunk.
+    fn start_stream(&mut self, response: &Bound<'_, PyAny>, reply: Reply) {
+        let origin = producer::Origin {
+            key: self.key,
+            plugin: self.plugin,
+            request_id: &self.request_id,
+            handler: &self.handler,
+            tasks: &self.tasks,
+            head: self.method == http::Method::HEAD,
+        };
+        match producer::start(response, origin) {
+            Ok(started) => {
+                self.send_deferred(reply, Deferred::Stream(started.body));
+                if let Some(task) = started.task {
+                    self.tasks.insert(self.key, task);
+                }
+            }
+            Err(err) => {
+                let py = response.py();
+                let traceback = format_exception(py, &err);
+                tracing::error!(
+                    "request {} ({} {}): cannot start the stream handler {} returned\n{traceback}",
+                    self.request_id,
+                    self.method,
+                    self.route,
+                    self.handler,
+                );
+                let reply = self.internal_error(Some(err.to_string()), Some(traceback));
+                self.send_reply(reply);
+            }
+        }
+    }
+
     fn conversion_failed(&mut self, err: ConvertError) {
         tracing::error!(
             "request {} ({} {}): handler {} returned a value that is not a response: {err}",
@@ -195,6 +234,7 @@ impl Completer {
             Ordering::Relaxed,
         );
         match converted {
+            Ok(reply) if producer::is_streaming(result) => self.start_stream(result, reply),
             Ok(reply) => {
                 self.send_reply(reply);
                 self.start_background(result);

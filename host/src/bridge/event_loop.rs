@@ -354,6 +354,7 @@ impl Dispatcher {
             job.handler,
             self.debug,
             job.key,
+            self.plugins[job.route],
             self.tasks.clone(),
         );
         let held = completer.held();

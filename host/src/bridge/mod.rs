@@ -29,6 +29,7 @@ use pyhost_core::config::Config;
 use pyhost_core::request::RequestData;
 use pyhost_core::routing::RouteTable;
 
+pub(crate) use completer::TaskMap;
 pub(crate) use event_loop::inspect;
 pub(crate) use queue::WakeQueue;
 
@@ -84,6 +85,7 @@ impl Bridge {
             message: format!("cannot create the wake-up eventfd: {err}"),
         })?);
         crate::streaming::channel::attach(queue.clone());
+        crate::streaming::producer::configure(config.server.stream_idle_timeout);
         let (ready, stopped) = event_loop::spawn(config, queue.clone())?;
         let (table, info) = ready;
         Ok(Self {

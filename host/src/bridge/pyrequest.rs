@@ -226,6 +226,16 @@ impl PyRequest {
         })
     }
 
+    /// The `Last-Event-ID` header (what a reconnecting `EventSource` last saw), or None.
+    #[getter]
+    fn last_event_id<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self.data.headers.get("last-event-id").map(|v| v.to_str()) {
+            Some(Ok(text)) => Ok(PyString::new(py, text).into_any()),
+            // A value that is not visible ASCII cannot be an id this server sent.
+            _ => Ok(py.None().into_bound(py)),
+        }
+    }
+
     /// The whole body; on a `stream=True` route, a callable: `await request.body()` reads
     /// the stream whole.
     #[getter]

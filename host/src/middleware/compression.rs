@@ -8,6 +8,12 @@
 //! against `server.response_buffer` and `server.connection_response_buffer` (the body is
 //! replaced before the service hands the response on), so the caps count what is actually
 //! held for the client.
+//!
+//! A streamed body (a `StreamingResponse`, server-sent events) is sent as it is, never
+//! compressed: compressing it would mean either buffering the stream, which defeats it, or a
+//! compressor flushed after every chunk, which for the small chunks streams are made of (an
+//! event of a few dozen bytes) adds per-chunk framing and CPU for little gain, and keeps a
+//! compressor's window (up to megabytes for brotli and zstd) alive per open stream.
 
 use std::io::Write;
 

@@ -61,14 +61,17 @@ impl Middleware {
         })
     }
 
-    /// Adds the CORS headers and compresses the body, as configured.
-    pub(crate) fn finish(&self, seen: &Seen, reply: &mut Reply) {
+    /// Adds the CORS headers and compresses the body, as configured. A streamed body
+    /// (`streamed`: it follows the head, `reply` has none) is not compressed: see `compression`.
+    pub(crate) fn finish(&self, seen: &Seen, reply: &mut Reply, streamed: bool) {
         if let Some(cors) = &self.cors
             && seen.cors
         {
             cors.apply(seen.origin.as_ref(), &mut reply.headers);
         }
-        if let Some(policy) = &self.compression {
+        if let Some(policy) = &self.compression
+            && !streamed
+        {
             compression::apply(policy, seen.coding, seen.head, reply);
         }
     }

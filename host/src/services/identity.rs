@@ -123,6 +123,12 @@ fn finished(
 }
 
 impl PluginCoroutine {
+    /// Wraps `coroutine` to be stepped as `plugin`: work the host starts for a plugin (a
+    /// streamed response's producer) outside its handler's task.
+    pub(crate) fn new(coroutine: Py<PyAny>, plugin: u32) -> Self {
+        Self { coroutine, plugin }
+    }
+
     fn step(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let mut out: *mut ffi::PyObject = std::ptr::null_mut();
         let _scope = Scope::enter(Some(self.plugin));

@@ -49,6 +49,14 @@ pub(crate) fn bind_loop(event_loop: &Bound<'_, PyAny>) -> PyResult<()> {
     Ok(())
 }
 
+/// Asks the loop thread to cancel the task of request `key`, if it still runs: a stream whose
+/// client went away stops its producer this way. Any thread; no GIL.
+pub(crate) fn cancel_task(key: u64) {
+    if let Some(queue) = QUEUE.get() {
+        queue.push(Message::Cancel(key));
+    }
+}
+
 /// Completes the future the loop side of channel `key` awaits, if any. Called by the
 /// dispatcher for a [`Message::Wake`]. GIL: held (`py`).
 pub(crate) fn wake(py: Python<'_>, key: u64) -> PyResult<()> {

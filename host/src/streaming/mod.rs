@@ -5,7 +5,8 @@
 //!   streamed after the head;
 //! - [`request_body`]: request bodies read a frame at a time, and fed to `stream=True`
 //!   handlers;
-//! - [`form`]: forms parsed on tokio (multipart with `multer`), large files spooled to disk.
+//! - [`form`]: forms parsed on tokio (multipart with `multer`), large files spooled to disk;
+//! - [`producer`]: a handler's `StreamingResponse`, produced by a task on the loop thread;
 //! - [`websocket`]: WebSocket routes: the upgrade, the handler's socket, the protocol.
 
 // Until every kind of stream is served, some of the channel's ends have no user yet.
@@ -14,5 +15,6 @@ pub(crate) mod body;
 #[allow(dead_code)]
 pub(crate) mod channel;
 pub(crate) mod form;
+pub(crate) mod producer;
 pub(crate) mod request_body;
 pub(crate) mod websocket;

@@ -9,10 +9,10 @@ under ``/mw``, whose one middleware adds ``x-mw: 1``: its twin is in
 """
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from pyhost import Request, Response, Router, WebSocket
+from pyhost import EventSourceResponse, Request, Response, Router, ServerSentEvent, WebSocket
 
 router = Router()
 mw_router = Router()
@@ -49,6 +49,27 @@ async def sleep50(request: Request) -> dict[str, str]:
     """Wait 50 ms: many requests in flight at once, little CPU each."""
     await asyncio.sleep(0.05)
     return {"message": "hello"}
+
+
+SSE_TEXT = "the quick brown fox jumps over the lazy dog"
+
+
+@router.get("/sse")
+async def sse(request: Request) -> EventSourceResponse:
+    """An endless event stream, one event per turn of the event loop (as a producer waiting
+    on something for each event would), as fast as the client takes them.
+
+    Its twin in ``bench/apps/starlette_app.py`` writes the same bytes with an f-string.
+    """
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        n = 0
+        while True:
+            n += 1
+            await asyncio.sleep(0)
+            yield ServerSentEvent(f"{n} {SSE_TEXT}", id=str(n))
+
+    return EventSourceResponse(events())
 
 
 @mw_router.middleware

@@ -236,6 +236,11 @@ fn server(
         }
     };
     let request_timeout = seconds("server.request_timeout", server.request_timeout, true)?;
+    let stream_idle_timeout = seconds(
+        "server.stream_idle_timeout",
+        server.stream_idle_timeout,
+        true,
+    )?;
     let header_timeout = seconds("server.header_timeout", server.header_timeout, false)?;
     let body_timeout = seconds("server.body_timeout", server.body_timeout, false)?;
     let send_timeout = match server.send_timeout {
@@ -346,6 +351,7 @@ fn server(
         sync_threads: server.sync_threads,
         event_loop: server.event_loop,
         request_timeout: (!request_timeout.is_zero()).then_some(request_timeout),
+        stream_idle_timeout: (!stream_idle_timeout.is_zero()).then_some(stream_idle_timeout),
         header_timeout,
         body_timeout,
         max_in_flight: server.max_in_flight,

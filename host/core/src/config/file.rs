@@ -134,6 +134,7 @@ pub(super) struct RawServer {
     pub(super) sync_threads: usize,
     pub(super) event_loop: EventLoopKind,
     pub(super) request_timeout: f64,
+    pub(super) stream_idle_timeout: f64,
     pub(super) header_timeout: f64,
     pub(super) body_timeout: f64,
     pub(super) max_in_flight: usize,
@@ -182,6 +183,9 @@ impl Default for RawServer {
             // about 8% more requests per second than the stdlib loop on the same core.
             event_loop: EventLoopKind::Auto,
             request_timeout: 30.0,
+            // Long enough for a slow producer (a model generating tokens), short enough that a
+            // stuck one does not hold its connection for good.
+            stream_idle_timeout: 60.0,
             header_timeout: 10.0,
             body_timeout: 30.0,
             max_in_flight: 1024,

@@ -119,6 +119,9 @@ pub struct ServerConfig {
     pub event_loop: EventLoopKind,
     /// Default time a handler may run before the client gets 504 (None: no limit).
     pub request_timeout: Option<Duration>,
+    /// Longest wait for a streamed response's next chunk before the response is cut short
+    /// and its producer cancelled (None: no limit).
+    pub stream_idle_timeout: Option<Duration>,
     /// Time to receive a request head; also how long an idle keep-alive connection is kept.
     pub header_timeout: Duration,
     /// Time to receive a request body once its head has arrived.
