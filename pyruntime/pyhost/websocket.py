@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 from .datastructures import Headers, QueryParams, State
+from .responses import _render_json
 
 __all__ = ["WebSocket", "WebSocketDisconnect"]
 
@@ -238,8 +239,10 @@ class WebSocket:
         await self._send(bytes(data))
 
     async def send_json(self, data: Any) -> None:
-        """Send ``data`` as JSON in a text message (compact, non-ASCII kept)."""
-        await self._send(json.dumps(data, separators=(",", ":"), ensure_ascii=False))
+        """Send ``data`` as JSON in a text message, encoded as the host encodes returned values
+        (compact, non-ASCII kept; NaN, the infinities and integers beyond 64 bits refused with
+        ``ValueError``)."""
+        await self._send(_render_json(data).decode())
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the connection with ``code`` and ``reason`` (at most 123 bytes). Before

@@ -99,6 +99,9 @@ def test_receiving_or_sending_before_accept_or_after_close_is_an_error() -> None
             await socket.send_text(b"bytes")  # type: ignore[arg-type]
         with pytest.raises(TypeError):
             await socket.receive_bytes()
+        await socket.send_json({"a": [1, 2.5], "é": None})
+        with pytest.raises(ValueError):
+            await socket.send_json(float("nan"))
         await socket.close(4000, "bye")
         await socket.close()
         with pytest.raises(RuntimeError, match="closed"):
