@@ -38,6 +38,7 @@ from harness.scenarios import (
     BENCH_FILE_NAME,
     BENCH_FILE_SIZE,
     SCENARIO_NAMES,
+    WS_MESSAGE_SIZE,
     Scenario,
     select_scenarios,
     write_wrk_scripts,
@@ -366,9 +367,33 @@ def measure(
     run, and for a supervised pyhost its supervisor's own figures: CPU over ``idle`` seconds
     before any load, and over the measured run, and resident memory before and after.
     """
-    script = ctx.scripts[scenario.name]
     prefix = ctx.pinning(running.workers).load_prefix()
     threads = ctx.settings.threads
+
+    def run_load(seconds: int) -> load.WrkResult:
+        if scenario.protocol == "websocket":
+            wsload = ctx.layout.wsload_bin
+            if wsload is None:
+                raise RuntimeError("no WebSocket load client (bench/wsload) was built")
+            return load.run_wsload(
+                prefix,
+                running.port,
+                scenario,
+                wsload,
+                duration=seconds,
+                connections=connections,
+                size=WS_MESSAGE_SIZE,
+            )
+        return load.run_wrk(
+            prefix,
+            running.port,
+            scenario,
+            ctx.scripts[scenario.name],
+            duration=seconds,
+            connections=connections,
+            threads=threads,
+        )
+
     pid = running.server.pid
     idle_cpu_s: float | None = None
     rss_before_kib: int | None = None
@@ -380,30 +405,14 @@ def measure(
             idle_cpu_s = idle_end - idle_start
         rss_before_kib = servers.resident_kib(pid)
     if warmup > 0:
-        load.run_wrk(
-            prefix,
-            running.port,
-            scenario,
-            script,
-            duration=warmup,
-            connections=connections,
-            threads=threads,
-        )
+        run_load(warmup)
     cpu_before = servers.tree_cpu_seconds(pid)
     busy_before = servers.machine_busy_seconds()
     ours_before = _own_and_children_cpu()
     own_before = servers.own_cpu_seconds(pid) if running.supervised else None
     steal_before = servers.steal_seconds()
     started = time.perf_counter()
-    result = load.run_wrk(
-        prefix,
-        running.port,
-        scenario,
-        script,
-        duration=duration,
-        connections=connections,
-        threads=threads,
-    )
+    result = run_load(duration)
     cpu_s = servers.tree_cpu_seconds(pid) - cpu_before
     busy_s = servers.machine_busy_seconds() - busy_before
     ours_s = _own_and_children_cpu() - ours_before  # the driver and wrk
@@ -471,7 +480,7 @@ def measure_once(
     with serving(ctx, name, f"{scenario.name}-r{round_no}", workers) as running:
         if not_ready(running, results, what):
             return None
-        problem = load.check_scenario(running.port, scenario, ctx.bench_file)
+        problem = load.check_scenario(running.port, scenario, ctx.bench_file, ctx.layout.wsload_bin)
         if problem is not None:
             results.failures.append(f"{running.label} ({what}): {problem}")
             return None
@@ -592,7 +601,9 @@ def smoke_server(
         for scenario in scenarios:
             if not implements(name, scenario):
                 continue
-            problem = load.check_scenario(running.port, scenario, ctx.bench_file)
+            problem = load.check_scenario(
+                running.port, scenario, ctx.bench_file, ctx.layout.wsload_bin
+            )
             if problem is not None:
                 results.failures.append(f"{running.label}: {problem}")
                 continue
@@ -875,8 +886,9 @@ def _supervisor_section(
 
 def prepare_all(
     args: argparse.Namespace, scenarios: list[Scenario]
-) -> tuple[Path, dict[str, Path]]:
-    """Build or find pyhost, install the peers and wrk; the binary and the wrk scripts."""
+) -> tuple[Path, Path | None, dict[str, Path]]:
+    """Build or find pyhost, install the peers and wrk, build the WebSocket load client when a
+    WebSocket scenario runs; the binaries and the wrk scripts."""
     prepare.ensure_taskset()
     prepare.ensure_wrk()
     prepare.ensure_venv(BENCH / ".venv", REPO / "pyruntime")
@@ -886,13 +898,16 @@ def prepare_all(
     pyhost_bin = prepare.pyhost_binary(REPO, args.bin, release=not args.smoke)
     if not pyhost_bin.exists():
         raise prepare.SetupError(f"{pyhost_bin}: no such binary")
+    wsload_bin = None
+    if any(scenario.protocol == "websocket" for scenario in scenarios):
+        wsload_bin = prepare.wsload_binary(REPO, release=not args.smoke)
     if not args.smoke:
         dropped = prepare.drop_cached_pages(pyhost_bin, BENCH / ".venv")
         log(f"dropped {dropped} server binaries and extension modules from the page cache")
     logs = RESULTS / "logs"
     shutil.rmtree(logs, ignore_errors=True)
     scripts = write_wrk_scripts(scenarios, BENCH / "lua" / "report.lua", logs / "wrk")
-    return pyhost_bin, scripts
+    return pyhost_bin, wsload_bin, scripts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -916,7 +931,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"error: {error}")
         return 2
     try:
-        pyhost_bin, scripts = prepare_all(args, scenarios)
+        pyhost_bin, wsload_bin, scripts = prepare_all(args, scenarios)
     except prepare.SetupError as error:
         log(f"setup failed: {error}")
         return 2
@@ -931,7 +946,9 @@ def main(argv: list[str] | None = None) -> int:
         retries=0 if args.smoke else max(args.retries, 0),
         workers=tuple(args.workers),
     )
-    layout = servers.Layout(pyhost_bin=pyhost_bin, venv=BENCH / ".venv", apps=BENCH / "apps")
+    layout = servers.Layout(
+        pyhost_bin=pyhost_bin, venv=BENCH / ".venv", apps=BENCH / "apps", wsload_bin=wsload_bin
+    )
     # Every pinning is worked out before the driver pins itself, from the cores it may use.
     cores = sorted(os.sched_getaffinity(0))
     counts = sorted({workers for _, workers in ran_variants(settings, names)})

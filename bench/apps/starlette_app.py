@@ -3,8 +3,9 @@
 A framework app, written as Starlette's users write one, for the middleware scenario: ``/hello``
 as in every app, and ``/hello`` again under a ``Mount("/mw")`` that runs one middleware adding
 ``x-mw: 1`` to the response, as ``pyhost_app`` includes a router with one ``@router.middleware``
-under ``/mw``; and ``/sse``, the event stream of the SSE scenario (``harness/sse.py``), served by
-Granian and by uvicorn. The other paths of the raw apps are not here (the harness skips those
+under ``/mw``; ``/sse``, the event stream of the SSE scenario (``harness/sse.py``), served by
+Granian and by uvicorn; and ``/ws``, a WebSocket echo, the twin of ``pyhost_app``'s, for the
+``ws`` scenario. The other paths of the raw apps are not here (the harness skips those
 scenarios).
 
 Two apps, the same routes, the middleware written both ways Starlette offers:
@@ -24,8 +25,9 @@ from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 HELLO = {"message": "hello"}
 
@@ -55,6 +57,13 @@ async def sse(request: Request) -> StreamingResponse:
     return StreamingResponse(
         events(), media_type="text/event-stream", headers={"cache-control": "no-cache"}
     )
+
+
+async def ws_echo(websocket: WebSocket) -> None:
+    """Send every text message back."""
+    await websocket.accept()
+    async for message in websocket.iter_text():
+        await websocket.send_text(message)
 
 
 class AddHeader:
@@ -91,6 +100,7 @@ def build(middleware: Callable[[ASGIApp], ASGIApp]) -> Starlette:
         routes=[
             Route("/hello", hello),
             Route("/sse", sse),
+            WebSocketRoute("/ws", ws_echo),
             Mount("/mw", routes=[Route("/hello", hello)], middleware=[Middleware(middleware)]),
         ]
     )

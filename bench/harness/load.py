@@ -43,11 +43,17 @@ def wait_for_hello(port: int, timeout: float, alive: Callable[[], bool]) -> floa
     return None
 
 
-def check_scenario(port: int, scenario: Scenario, bench_file: Path | None = None) -> str | None:
+def check_scenario(
+    port: int, scenario: Scenario, bench_file: Path | None = None, wsload: Path | None = None
+) -> str | None:
     """Request the scenario once with urllib; None if status and JSON body are right, else why.
 
-    A download's body must be the bytes of ``bench_file``.
+    A download's body must be the bytes of ``bench_file``. A WebSocket scenario is checked by
+    ``wsload --check`` instead: a few messages (up to 70 KB, non-ASCII text among them) must
+    come back unchanged.
     """
+    if scenario.protocol == "websocket":
+        return _check_websocket(port, scenario, wsload)
     url = f"http://{HOST}:{port}{scenario.path}"
     headers = {"Content-Type": "application/json"} if scenario.body is not None else {}
     request = urllib.request.Request(
@@ -85,6 +91,25 @@ def _check_file(scenario: Scenario, raw: bytes, bench_file: Path | None) -> str 
         return f"{where}: {len(raw)} bytes, expected {scenario.file_size}"
     if bench_file is None or raw != bench_file.read_bytes():
         return f"{where}: the body is not the file's content"
+    return None
+
+
+def _check_websocket(port: int, scenario: Scenario, wsload: Path | None) -> str | None:
+    if wsload is None:
+        return f"{scenario.path}: no WebSocket load client (bench/wsload) was built"
+    url = f"ws://{HOST}:{port}{scenario.path}"
+    try:
+        done = subprocess.run(
+            [str(wsload), "--url", url, "--check"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return f"WebSocket {scenario.path}: the echo check did not finish within 30 s"
+    if done.returncode != 0:
+        return f"WebSocket {scenario.path}: {done.stderr.strip()[-500:]}"
     return None
 
 
@@ -156,3 +181,43 @@ def _parse_result(data: dict[str, float]) -> WrkResult:
         socket_errors=socket_errors,
         status_errors=int(data["status"]),
     )
+
+
+def run_wsload(
+    prefix: list[str],
+    port: int,
+    scenario: Scenario,
+    wsload: Path,
+    *,
+    duration: int,
+    connections: int,
+    size: int,
+) -> WrkResult:
+    """Run the WebSocket echo load for ``duration`` seconds; RuntimeError if it fails.
+
+    Its result line has wrk's fields: messages echoed count as requests, an echo that differs
+    from the message sent as a status error.
+    """
+    command = [
+        *prefix,
+        str(wsload),
+        "--url",
+        f"ws://{HOST}:{port}{scenario.path}",
+        "--connections",
+        str(connections),
+        "--duration",
+        str(duration),
+        "--size",
+        str(size),
+    ]
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=duration + 60, check=False
+        )
+    except subprocess.TimeoutExpired as error:
+        raise RuntimeError(f"wsload did not finish within {error.timeout:.0f} s") from error
+    for line in done.stdout.splitlines():
+        if line.startswith("BENCH_RESULT "):
+            return _parse_result(json.loads(line.removeprefix("BENCH_RESULT ")))
+    output = done.stdout[-2000:] + done.stderr[-2000:]
+    raise RuntimeError(f"wsload exited {done.returncode} without a result:\n{output}")

@@ -61,6 +61,18 @@ def pyhost_binary(repo: Path, given: str | None, release: bool) -> Path:
     return _target_dir(repo) / ("release" if release else "debug") / "pyhost"
 
 
+def wsload_binary(repo: Path, release: bool) -> Path:
+    """The WebSocket echo load client (``bench/wsload``), built by cargo (release or debug)."""
+    command = ["cargo", "build", "-p", "pyhost-wsload"]
+    if release:
+        command.insert(2, "--release")
+    _run(command, cwd=repo, env=_cargo_env())
+    path = _target_dir(repo) / ("release" if release else "debug") / "wsload"
+    if not path.exists():
+        raise SetupError(f"{path}: cargo built no wsload binary")
+    return path
+
+
 def _requirements() -> list[str]:
     """What ``pip install`` is given: every package, the pinned ones with their version."""
     return [f"{name}=={PINNED[name]}" if name in PINNED else name for name in PACKAGES]

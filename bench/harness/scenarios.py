@@ -17,6 +17,8 @@ HELLO = {"message": "hello"}
 # directory both pyhost's `[static]` mount and Granian's `--static-path-mount` serve.
 BENCH_FILE_NAME = "big.bin"
 BENCH_FILE_SIZE = 100 << 20
+# The body of each WebSocket echo message (bench/wsload adds a 16-byte counter in front).
+WS_MESSAGE_SIZE = 48
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class Scenario:
     headers: tuple[tuple[str, str], ...] = ()
     # A download: the answer is the bench file's bytes (not JSON), this many of them.
     file_size: int = 0
+    # "http" (loaded with wrk) or "websocket" (loaded with bench/wsload, messages not requests).
+    protocol: str = "http"
 
     def wrk_setup(self) -> str:
         """Lua lines that make wrk send this scenario's request (empty for a plain GET)."""
@@ -107,6 +111,15 @@ SCENARIOS: tuple[Scenario, ...] = (
         smoke_connections=2,
         file_size=BENCH_FILE_SIZE,
     ),
+    Scenario(
+        "ws",
+        "GET",
+        "/ws",
+        None,
+        f"WebSocket echo: {WS_MESSAGE_SIZE + 16}-byte text messages, one in flight per "
+        "connection (figures per message, not per request)",
+        protocol="websocket",
+    ),
 )
 
 SCENARIO_NAMES: tuple[str, ...] = tuple(scenario.name for scenario in SCENARIOS)
@@ -126,11 +139,13 @@ def select_scenarios(names: list[str] | None) -> list[Scenario]:
 def write_wrk_scripts(
     scenarios: list[Scenario], report_lua: Path, out_dir: Path
 ) -> dict[str, Path]:
-    """Write one wrk Lua script per scenario (its request setup + the reporting ``done()``)."""
+    """Write one wrk Lua script per HTTP scenario (its request setup + the reporting ``done()``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     report = report_lua.read_text()
     scripts: dict[str, Path] = {}
     for scenario in scenarios:
+        if scenario.protocol != "http":
+            continue
         path = out_dir / f"{scenario.name}.lua"
         path.write_text(scenario.wrk_setup() + report)
         scripts[scenario.name] = path

@@ -20,6 +20,8 @@ class Layout:
     pyhost_bin: Path
     venv: Path
     apps: Path
+    # The WebSocket echo load client (bench/wsload), when a WebSocket scenario runs.
+    wsload_bin: Path | None = None
 
     @property
     def venv_bin(self) -> Path:
@@ -32,8 +34,11 @@ class Layout:
         return self.apps / "static"
 
 
-def _granian(layout: Layout, interface: str, target: str, port: int, workers: int) -> list[str]:
-    """Granian: ``workers`` workers of one runtime thread, uvloop, HTTP/1 only, no access log."""
+def _granian(
+    layout: Layout, interface: str, target: str, port: int, workers: int, ws: bool = False
+) -> list[str]:
+    """Granian: ``workers`` workers of one runtime thread, uvloop, HTTP/1 only, no access log,
+    WebSockets off unless ``ws`` (the app serving the ``ws`` scenario)."""
     return [
         str(layout.venv_bin / "granian"),
         "--interface",
@@ -50,7 +55,7 @@ def _granian(layout: Layout, interface: str, target: str, port: int, workers: in
         "uvloop",
         "--http",
         "1",
-        "--no-ws",
+        *([] if ws else ["--no-ws"]),
         "--no-access-log",
         "--log-level",
         "warning",
@@ -91,7 +96,7 @@ def server_command(name: str, layout: Layout, port: int, workers: int = 1) -> li
     if name == "granian-asgi":
         return _granian(layout, "asgi", "asgi_app:app", port, workers)
     if name == "starlette-granian":
-        return _granian(layout, "asgi", "starlette_app:app", port, workers)
+        return _granian(layout, "asgi", "starlette_app:app", port, workers, ws=True)
     if name == "starlette-granian-basehttp":
         return _granian(layout, "asgi", "starlette_app:app_basehttp", port, workers)
     if name in ("uvicorn", "starlette-uvicorn"):
@@ -134,7 +139,8 @@ SERVERS: tuple[str, ...] = (
 # ``mw``, since an app without a framework has no middleware to run.
 RAW_SCENARIOS = frozenset({"hello", "users", "echo", "sleep0", "sleep50"})
 # The scenarios each server's app implements; a server not listed here implements them all.
-# Starlette's app is there for the middleware comparison: ``mw``, and ``hello`` beside it.
+# Starlette's app is there for the framework comparisons: ``mw`` and ``hello`` beside it, and
+# ``ws`` (a WebSocket echo; its BaseHTTPMiddleware twin has no WebSocket route).
 IMPLEMENTS: dict[str, frozenset[str]] = {
     # The RSGI app also sends the download with `response_file` (Rust reads the file).
     "granian-rsgi": RAW_SCENARIOS | {"file"},
@@ -142,7 +148,7 @@ IMPLEMENTS: dict[str, frozenset[str]] = {
     "granian-static": frozenset({"static"}),
     "granian-asgi": RAW_SCENARIOS,
     "uvicorn": RAW_SCENARIOS,
-    "starlette-granian": frozenset({"hello", "mw"}),
+    "starlette-granian": frozenset({"hello", "mw", "ws"}),
     "starlette-granian-basehttp": frozenset({"hello", "mw"}),
 }
 

@@ -66,7 +66,7 @@ pub use streaming::body::{Body, BoxError};
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RouteInfo {
-    /// HTTP method.
+    /// HTTP method (`WS` for a WebSocket route).
     pub method: String,
     /// Path template.
     pub path: String,
@@ -177,7 +177,12 @@ fn route_infos(table: &pyhost_core::routing::RouteTable, config: &Config) -> Vec
     table
         .routes()
         .map(|route| RouteInfo {
-            method: route.method.to_string(),
+            // A WebSocket route is a GET that upgrades: shown as what it serves.
+            method: if route.websocket {
+                "WS".to_owned()
+            } else {
+                route.method.to_string()
+            },
             path: route.template.to_string(),
             handler: route.handler_name.to_string(),
             query: route

@@ -20,6 +20,7 @@ use crate::streaming::body::{Body, Deferred, HandlerReply};
 use crate::streaming::file;
 use crate::streaming::request_body::BodySource;
 use crate::streaming::static_files::StaticFiles;
+use crate::streaming::websocket::{Deciding, Dispatch, WebSockets};
 use pyhost_core::admission::{Admission, Rejection, Routed};
 use pyhost_core::request::RequestData;
 use pyhost_core::routing::Route;
@@ -62,6 +63,8 @@ pub struct HttpService {
     statics: Option<StaticFiles>,
     /// The limits forms are parsed under (`server.form_*`).
     forms: pyhost_core::form::FormLimits,
+    /// WebSocket routes' connections (`streaming::websocket`).
+    websockets: Arc<WebSockets>,
 }
 
 /// A response to send, with what the connection should do afterwards.
@@ -82,6 +85,17 @@ impl Answer {
             body: None,
             head: false,
             close: true,
+        }
+    }
+}
+
+impl From<Reply> for Answer {
+    fn from(reply: Reply) -> Self {
+        Self {
+            reply,
+            body: None,
+            head: false,
+            close: false,
         }
     }
 }
@@ -131,7 +145,13 @@ impl HttpService {
             middleware: Middleware::new(config),
             statics,
             forms: server.forms,
+            websockets: Arc::new(WebSockets::new(config)),
         }
+    }
+
+    /// The open WebSocket connections, for the shutdown.
+    pub(crate) fn websockets(&self) -> &WebSockets {
+        &self.websockets
     }
 
     /// Answers one request. Never fails: every problem becomes an HTTP error response.
@@ -164,6 +184,7 @@ impl HttpService {
                 Step::Done(answer) => answer,
                 Step::Wait(pending) => service.wait(pending, &request_id).await,
                 Step::ReadBody(read) => read.await,
+                Step::Upgrade(deciding) => Answer::from(deciding.await),
             };
             // A file is opened and checked before the head goes out; boxed, so the future
             // of every other request does not grow by the file's.
@@ -204,6 +225,21 @@ impl HttpService {
             Ok(routed) => routed,
             Err(rejection) => return Step::Done(rejection.into()),
         };
+        if routed.route.websocket {
+            let dispatch = Dispatch {
+                bridge: &self.bridge,
+                admission: &self.admission,
+                http_slots: &self.slots,
+                request_timeout: routed.route.timeout.or(self.request_timeout),
+            };
+            return match self
+                .websockets
+                .start(dispatch, parts, routed, client, request_id.clone())
+            {
+                Ok(deciding) => Step::Upgrade(deciding),
+                Err(reply) => Step::Done(Answer::from(reply)),
+            };
+        }
         let request = Admitted {
             parts,
             routed,
@@ -483,6 +519,8 @@ enum Step<F> {
     Wait(Pending),
     /// Routed, with a body still to read.
     ReadBody(std::pin::Pin<Box<F>>),
+    /// A WebSocket upgrade, handed to its handler, which decides the answer.
+    Upgrade(Deciding),
 }
 
 /// A request whose head is admitted; its body is still to be read.

@@ -27,6 +27,7 @@ from .responses import (
 from .routing import Route, Router
 from .schema import json_schema
 from .sse import EventSourceResponse, ServerSentEvent
+from .websocket import WebSocket, WebSocketDisconnect
 
 __all__ = [
     "REQUIRED",
@@ -54,6 +55,8 @@ __all__ = [
     "State",
     "StreamingResponse",
     "UploadFile",
+    "WebSocket",
+    "WebSocketDisconnect",
     "host",
     "host_logging_handler",
     "json_schema",

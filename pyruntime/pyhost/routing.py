@@ -13,6 +13,7 @@ function that runs the chain around it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -84,10 +85,15 @@ class Route:
     before the handler runs."""
     exception_handlers: tuple[tuple[type[BaseException], ExceptionHandler], ...] = ()
     """Exception classes and their handlers, the most specific router's first."""
+    websocket: bool = False
+    """A WebSocket route (:meth:`Router.websocket`): the handler gets a
+    :class:`~pyhost.WebSocket`, and middleware and exception handlers do not apply."""
 
     def endpoint(self) -> Callable[..., Any]:
         """What the host calls: the handler, or a coroutine function running the middleware
         and exception handlers around it when some apply."""
+        if self.websocket:
+            return _websocket_endpoint(self.handler)
         if not self.middleware and not self.exception_handlers:
             return self.handler
         call: Callable[[Any], Awaitable[Any]] = _as_coroutine(self.handler, self.is_async)
@@ -99,7 +105,7 @@ class Route:
 
     def spec(self) -> dict[str, Any]:
         """Describe the route as plain JSON data, the form in which the host reads it."""
-        return {
+        spec = {
             "methods": list(self.methods),
             "path": self.path,
             "name": self.name,
@@ -115,6 +121,9 @@ class Route:
             if self.form is None
             else {name: param.spec() for name, param in self.form.items()},
         }
+        if self.websocket:
+            spec["websocket"] = True
+        return spec
 
 
 class Router:
@@ -306,6 +315,50 @@ class Router:
                     stream=stream,
                     body_limit=body_limit,
                     form=checked_form,
+                )
+            )
+            return handler
+
+        return decorator
+
+    def websocket(
+        self,
+        path: str,
+        *,
+        query: Mapping[str, Query] | None = None,
+        headers: Mapping[str, Header] | None = None,
+        cookies: Mapping[str, Cookie] | None = None,
+    ) -> Callable[[HandlerT], HandlerT]:
+        """Declare a WebSocket route at ``path`` for ``async def handler(socket)``, which
+        gets a :class:`~pyhost.WebSocket`.
+
+        The upgrade request is a ``GET`` (the path cannot also have a ``GET`` route); its path,
+        ``query``, ``headers`` and ``cookies`` declarations are checked by the host before the
+        handler runs, as for any route, and a failure is an HTTP error, not a socket. Router
+        middleware and exception handlers do not apply to WebSocket routes.
+        """
+        _check_path(path)
+        checked_query = _check_query(query)
+        checked_headers = _check_named(headers, Header, "headers", lower=True)
+        checked_cookies = _check_named(cookies, Cookie, "cookies", lower=False)
+
+        def decorator(handler: HandlerT) -> HandlerT:
+            name = _handler_name(handler)
+            if not callable(handler) or not _is_async(handler):
+                raise TypeError(f"WebSocket handler {name} must be an async def taking (socket)")
+            _check_signature(handler, name)
+            self._routes.append(
+                Route(
+                    methods=("GET",),
+                    path=path,
+                    handler=handler,
+                    name=name,
+                    query=checked_query,
+                    body_schema=None,
+                    is_async=True,
+                    headers=checked_headers,
+                    cookies=checked_cookies,
+                    websocket=True,
                 )
             )
             return handler
@@ -707,10 +760,19 @@ def _wrapped(middleware: Middleware, inner: Callable[[Any], Awaitable[Any]]) -> 
     return run
 
 
+def _websocket_endpoint(handler: Callable[..., Any]) -> Callable[[Any], Awaitable[None]]:
+    from .websocket import WebSocket, WebSocketDisconnect
+
+    async def run(native: Any) -> None:
+        # The client left (or the connection failed): how a conversation ends, not an error.
+        with contextlib.suppress(WebSocketDisconnect):
+            await handler(WebSocket(native))
+
+    return run
+
+
 def _context_factory(function: Callable[..., Any]) -> Callable[[], Any]:
     if inspect.isasyncgenfunction(function):
-        import contextlib
-
         return _no_argument(contextlib.asynccontextmanager(function))
     if callable(function):
         return _no_argument(function)

@@ -24,3 +24,4 @@ pub mod routing;
 pub mod spec;
 pub mod target;
 pub mod validation;
+pub mod websocket;

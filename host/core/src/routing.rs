@@ -54,6 +54,8 @@ pub struct Route {
     /// Declared form fields, when the route declares a form (`form=`): its body is parsed as
     /// one before dispatch.
     pub form: Option<Vec<QueryParam>>,
+    /// A WebSocket route: its requests are upgrades (`crate::websocket`).
+    pub websocket: bool,
     /// Index of the plugin that owns it.
     pub plugin: usize,
 }
@@ -439,6 +441,7 @@ impl RouteTable {
                     stream,
                     body_limit,
                     form: form.clone(),
+                    websocket: spec.websocket,
                     plugin: spec.plugin,
                 }));
             }

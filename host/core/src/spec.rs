@@ -46,6 +46,10 @@ pub struct RouteSpec {
     /// (even empty) means the host parses the body as a form before the handler runs.
     #[serde(default)]
     pub form: Option<IndexMap<String, QuerySpec>>,
+    /// A WebSocket route (`router.websocket`): a `GET` whose handler gets the socket, not a
+    /// request, once the upgrade request is admitted (`crate::websocket`).
+    #[serde(default)]
+    pub websocket: bool,
     /// Index of the plugin that declared it (set by the loader, not by the SDK).
     #[serde(skip)]
     pub plugin: usize,

@@ -22,6 +22,7 @@ use crate::error::StartupError;
 use crate::interpreter::{self, InterpreterInfo, format_exception};
 use crate::loader::{self, LoadedApp};
 use crate::services::identity::{self, PluginCall};
+use crate::streaming::websocket::socket::NativeSocket;
 use pyhost_core::config::{Config, EventLoopKind};
 use pyhost_core::routing::RouteTable;
 
@@ -339,7 +340,7 @@ impl Dispatcher {
     }
 
     /// Starts one handler call as a task. GIL: held (`py`).
-    fn dispatch(&self, py: Python<'_>, job: Job, use_factory: bool) {
+    fn dispatch(&self, py: Python<'_>, mut job: Job, use_factory: bool) {
         let began = std::time::Instant::now();
         STATS
             .handoff
@@ -364,11 +365,21 @@ impl Dispatcher {
         };
         let handler = self.handlers[job.route].bind(py);
         let deadline = job.deadline;
+        let socket = job.websocket.take();
         let started = Py::new(py, PyRequest::new(job.data, job.source)).and_then(|request| {
+            // A WebSocket handler gets the socket, which carries the request.
+            let argument = match socket {
+                Some(ends) => Py::new(
+                    py,
+                    NativeSocket::new(*ends, request.clone_ref(py).into_any()),
+                )?
+                .into_any(),
+                None => request.clone_ref(py).into_any(),
+            };
             if self.is_async[job.route] {
                 // Calling an async handler only creates its coroutine; an exception here
                 // (a wrong signature, say) is the handler's failure, answered at once.
-                let coroutine = match handler.call1((request.clone_ref(py),)) {
+                let coroutine = match handler.call1((argument,)) {
                     Ok(coroutine) => coroutine,
                     Err(err) => {
                         let exception = err.into_value(py);

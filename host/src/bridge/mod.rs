@@ -62,6 +62,9 @@ pub(crate) struct Job {
     pub source: crate::streaming::request_body::BodySource,
     /// Where the reply goes.
     pub reply: oneshot::Sender<HandlerReply>,
+    /// For a WebSocket route: the socket's loop side, which the handler gets instead of the
+    /// request.
+    pub websocket: Option<Box<crate::streaming::websocket::LoopEnds>>,
 }
 
 /// A running interpreter with its loaded routes, ready to take requests.
@@ -125,6 +128,33 @@ impl Bridge {
             data,
             source,
             reply,
+            websocket: None,
+        })));
+        (key, receiver)
+    }
+
+    /// Hands an upgrade request to its WebSocket handler, with the socket's loop side; the
+    /// handler's outcome arrives on the returned channel once it has returned. No deadline:
+    /// the connection lasts as long as the handler wants.
+    pub(crate) fn submit_websocket(
+        &self,
+        route: usize,
+        handler: Arc<str>,
+        data: RequestData,
+        ends: crate::streaming::websocket::LoopEnds,
+    ) -> (u64, oneshot::Receiver<HandlerReply>) {
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let (reply, receiver) = oneshot::channel();
+        self.queue.push(Message::Run(Box::new(Job {
+            key,
+            deadline: None,
+            queued_at: Instant::now(),
+            route,
+            handler,
+            data,
+            reply,
+            source: crate::streaming::request_body::BodySource::Whole,
+            websocket: Some(Box::new(ends)),
         })));
         (key, receiver)
     }

@@ -91,7 +91,10 @@ impl Connection {
         let result = match protocol {
             Protocol::Http1 => {
                 drive(
-                    protocols.http1.serve_connection(io, service),
+                    protocols
+                        .http1
+                        .serve_connection(io, service)
+                        .with_upgrades(),
                     |connection| connection.graceful_shutdown(),
                     watch,
                     &outbox,
@@ -113,7 +116,7 @@ impl Connection {
                 Box::pin(drive(
                     protocols
                         .undecided
-                        .serve_connection(io, service)
+                        .serve_connection_with_upgrades(io, service)
                         .into_owned(),
                     |connection| connection.graceful_shutdown(),
                     watch,

@@ -82,6 +82,7 @@ pub async fn serve(
     })
     .await;
     shared.drain.begin();
+    shared.service.websockets().close_all();
     // What already waits in the backlog is served (drained like the rest); closing the
     // listener then refuses new connections while the old ones drain.
     accept::sweep(&listener, |stream, peer| serve(stream, peer, None));
@@ -92,7 +93,10 @@ pub async fn serve(
         grace.as_secs_f64()
     );
     tokio::select! {
-        () = connections.wait() => true,
+        () = async {
+            connections.wait().await;
+            shared.service.websockets().wait().await;
+        } => true,
         () = tokio::time::sleep(grace) => {
             tracing::warn!("grace period over with requests still in flight; stopping anyway");
             false

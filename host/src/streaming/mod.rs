@@ -9,7 +9,8 @@
 //! - [`file`]: one file, read on tokio's blocking pool and sent in chunks, with its validators,
 //!   preconditions and ranges (`FileResponse` and the static mounts);
 //! - [`static_files`]: the `[static]` mounts, and which file a request path names;
-//! - [`producer`]: a handler's `StreamingResponse`, produced by a task on the loop thread.
+//! - [`producer`]: a handler's `StreamingResponse`, produced by a task on the loop thread;
+//! - [`websocket`]: WebSocket routes: the upgrade, the handler's socket, the protocol.
 
 // Until every kind of stream is served, some of the channel's ends have no user yet.
 #[allow(dead_code)]
@@ -21,3 +22,4 @@ pub(crate) mod form;
 pub(crate) mod producer;
 pub(crate) mod request_body;
 pub(crate) mod static_files;
+pub(crate) mod websocket;

@@ -4,7 +4,8 @@ Each endpoint does the same work as its twin in ``bench/apps/asgi_app.py`` and
 ``bench/apps/rsgi_app.py``; here the routing, path-parameter parsing and JSON encoding are the
 host's, as in any pyhost app. ``/mw/hello`` is ``/hello`` on a router of its own, included
 under ``/mw``, whose one middleware adds ``x-mw: 1``: its twin is in
-``bench/apps/starlette_app.py``. The routes of ``router`` itself run no middleware.
+``bench/apps/starlette_app.py``, and so is the twin of ``/ws``, a WebSocket echo. The routes of
+``router`` itself run no middleware.
 """
 
 import asyncio
@@ -12,7 +13,15 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from pyhost import EventSourceResponse, FileResponse, Request, Response, Router, ServerSentEvent
+from pyhost import (
+    EventSourceResponse,
+    FileResponse,
+    Request,
+    Response,
+    Router,
+    ServerSentEvent,
+    WebSocket,
+)
 
 router = Router()
 mw_router = Router()
@@ -97,6 +106,14 @@ async def add_header(
 async def mw_hello(request: Request) -> dict[str, str]:
     """``/hello`` behind ``add_header``."""
     return {"message": "hello"}
+
+
+@router.websocket("/ws")
+async def ws_echo(socket: WebSocket) -> None:
+    """Send every text message back (the ``ws`` scenario)."""
+    await socket.accept()
+    async for message in socket:
+        await socket.send_text(str(message))
 
 
 # After the routes: include() copies the routes the router has at that point.

@@ -4,12 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::file::{RawConfig, RawServer};
+use super::file::{RawConfig, RawServer, RawWebSocket};
 use super::{Capabilities, Config, PluginConfig, Secret, ServerConfig, check_venv, parse_listen};
 use crate::error::ConfigError;
-use crate::middleware::cors::{CorsOptions, CorsPolicy};
+use crate::middleware::cors::{CorsOptions, CorsPolicy, OriginList};
 use crate::middleware::encoding::CompressionPolicy;
 use crate::middleware::hosts::AllowedHosts;
+use crate::websocket::WebSocketConfig;
 
 /// Checks `raw`, read from `file`, and resolves what it names.
 pub(super) fn config(raw: RawConfig, file: PathBuf) -> Result<Config, ConfigError> {
@@ -119,6 +120,7 @@ pub(super) fn config(raw: RawConfig, file: PathBuf) -> Result<Config, ConfigErro
         .transpose()?;
 
     let statics = super::static_dirs::mounts(&raw.statics, &base, &invalid)?;
+    let websocket = websocket(&raw.websocket, &invalid)?;
 
     Ok(Config {
         source: file.clone(),
@@ -129,6 +131,65 @@ pub(super) fn config(raw: RawConfig, file: PathBuf) -> Result<Config, ConfigErro
         cors,
         compression,
         statics,
+        websocket,
+    })
+}
+
+/// The `[websocket]` table.
+fn websocket(
+    raw: &RawWebSocket,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<WebSocketConfig, ConfigError> {
+    let max_message = usize::try_from(raw.max_message.as_u64()).unwrap_or(usize::MAX);
+    if max_message == 0 {
+        return Err(invalid(
+            "websocket.max_message",
+            "expected a size above zero, such as \"1 MiB\"".to_owned(),
+        ));
+    }
+    if raw.max_connections == 0 {
+        return Err(invalid(
+            "websocket.max_connections",
+            "expected a number above zero".to_owned(),
+        ));
+    }
+    if !(raw.ping_interval.is_finite() && raw.ping_interval >= 0.0) {
+        return Err(invalid(
+            "websocket.ping_interval",
+            format!(
+                "expected a positive number of seconds (0 disables it), got {}",
+                raw.ping_interval
+            ),
+        ));
+    }
+    let allowed_origins = raw
+        .allowed_origins
+        .as_deref()
+        .map(|entries| {
+            if entries.is_empty() {
+                return Err(invalid(
+                    "websocket.allowed_origins",
+                    "expected at least one origin such as \"https://app.example.com\", or \"*\" (leave the key out for any origin)".to_owned(),
+                ));
+            }
+            OriginList::new(entries).map_err(|index| {
+                invalid(
+                    &format!("websocket.allowed_origins[{index}]"),
+                    format!(
+                        "expected an origin such as \"https://app.example.com\", \"https://*.example.com\" or \"*\" (scheme, host and optional port; no path), got {:?}",
+                        entries[index]
+                    ),
+                )
+            })
+        })
+        .transpose()?;
+    Ok(WebSocketConfig {
+        max_message,
+        max_connections: raw.max_connections,
+        max_connections_per_client: raw.max_connections_per_client,
+        ping_interval: (raw.ping_interval > 0.0)
+            .then(|| Duration::from_secs_f64(raw.ping_interval)),
+        allowed_origins,
     })
 }
 

@@ -27,6 +27,34 @@ pub(super) struct RawConfig {
     /// `[static]`: URL prefix → directory.
     #[serde(default, rename = "static")]
     pub(super) statics: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(super) websocket: RawWebSocket,
+}
+
+/// `[websocket]`; a missing key takes its value from [`RawWebSocket::default`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawWebSocket {
+    pub(super) max_message: ByteSize,
+    pub(super) max_connections: usize,
+    pub(super) max_connections_per_client: usize,
+    /// Seconds; 0 turns pings off.
+    pub(super) ping_interval: f64,
+    /// `None`: any origin.
+    pub(super) allowed_origins: Option<Vec<String>>,
+}
+
+impl Default for RawWebSocket {
+    fn default() -> Self {
+        let defaults = crate::websocket::WebSocketConfig::default();
+        Self {
+            max_message: ByteSize::b(defaults.max_message as u64),
+            max_connections: defaults.max_connections,
+            max_connections_per_client: defaults.max_connections_per_client,
+            ping_interval: defaults.ping_interval.map_or(0.0, |d| d.as_secs_f64()),
+            allowed_origins: None,
+        }
+    }
 }
 
 /// `[cors]`; only `allow_origins` is required.

@@ -22,6 +22,7 @@ use crate::error::ConfigError;
 use crate::middleware::cors::CorsPolicy;
 use crate::middleware::encoding::CompressionPolicy;
 use crate::middleware::hosts::AllowedHosts;
+use crate::websocket::WebSocketConfig;
 pub use static_dirs::StaticMount;
 
 /// Everything the host needs to know to load and serve one handler package.
@@ -45,6 +46,8 @@ pub struct Config {
     pub compression: Option<CompressionPolicy>,
     /// `[static]`: directories served under URL prefixes, longest prefix first.
     pub statics: Vec<StaticMount>,
+    /// `[websocket]`: the limits of WebSocket routes.
+    pub websocket: WebSocketConfig,
 }
 
 /// One handler package mounted at a path prefix, with what it is allowed to use.
@@ -526,6 +529,40 @@ mod tests {
         ))
         .unwrap();
         assert!(config.cors.is_some());
+    }
+
+    #[test]
+    fn websocket_keys_are_checked() {
+        let config = parse(&app("")).unwrap();
+        assert_eq!(config.websocket.max_message, 1024 * 1024);
+        assert!(config.websocket.allowed_origins.is_none());
+        let config = parse(&app(
+            "[websocket]\nmax_message = \"64 KiB\"\nping_interval = 0\nallowed_origins = [\"https://a.test\"]",
+        ))
+        .unwrap();
+        assert_eq!(config.websocket.max_message, 64 * 1024);
+        assert!(config.websocket.ping_interval.is_none());
+        assert!(config.websocket.allowed_origins.is_some());
+        for (table, key) in [
+            ("[websocket]\nmax_message = 0", "websocket.max_message"),
+            (
+                "[websocket]\nmax_connections = 0",
+                "websocket.max_connections",
+            ),
+            ("[websocket]\nping_interval = -1", "websocket.ping_interval"),
+            (
+                "[websocket]\nallowed_origins = []",
+                "websocket.allowed_origins",
+            ),
+            (
+                "[websocket]\nallowed_origins = [\"https://a.test/x\"]",
+                "websocket.allowed_origins[0]",
+            ),
+            ("[websocket]\nmax_frames = 1", "websocket.max_frames"),
+        ] {
+            let err = parse(&app(table)).unwrap_err().to_string();
+            assert!(err.contains(&format!("key `{key}`")), "{table}: {err}");
+        }
     }
 
     #[test]

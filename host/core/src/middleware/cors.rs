@@ -227,6 +227,43 @@ impl OriginPattern {
     }
 }
 
+/// A list of allowed origins in the syntax of `cors.allow_origins` (exact origins,
+/// `https://*.example.com`, or `*`), for checks other than CORS: `websocket.allowed_origins`.
+#[derive(Debug, Clone)]
+pub struct OriginList {
+    /// `None`: any origin.
+    patterns: Option<Vec<OriginPattern>>,
+}
+
+impl OriginList {
+    /// Parses the entries; `Err` gives the index of the first one that is not an origin.
+    pub fn new(entries: &[String]) -> Result<Self, usize> {
+        let mut patterns = Some(Vec::new());
+        for (index, entry) in entries.iter().enumerate() {
+            if entry == "*" {
+                patterns = None;
+                continue;
+            }
+            let pattern = OriginPattern::parse(entry).ok_or(index)?;
+            if let Some(list) = patterns.as_mut() {
+                list.push(pattern);
+            }
+        }
+        Ok(Self { patterns })
+    }
+
+    /// Whether `origin` (an `Origin` header's value) is on the list.
+    pub fn allows(&self, origin: &HeaderValue) -> bool {
+        let Some(patterns) = &self.patterns else {
+            return true;
+        };
+        let Some(parsed) = origin.to_str().ok().and_then(Origin::parse) else {
+            return false;
+        };
+        patterns.iter().any(|pattern| pattern.matches(&parsed))
+    }
+}
+
 /// Whether a request is a CORS preflight, which [`CorsPolicy::preflight`] answers.
 pub fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
     *method == Method::OPTIONS
