@@ -6,8 +6,9 @@ Chromium is Debian's `chromium` package, which `make test` installs when it is m
 the Makefile's `browser` target). Without it the test fails, saying so, unless
 `PYHOST_SKIP_BROWSER=1` is set.
 
-The page also has a WebSocket part (`websocket()` in its script): an echo over `/ws/echo`,
-switched on with `?ws=1`. It is left off here until the server has WebSocket routes.
+The same page then holds a WebSocket conversation (`websocket()` in its script, switched on
+with `?ws=1`): the browser's `WebSocket` sends a message over `/ws/echo`, gets the server's
+echo and closes with 1000, which the handler sees as the end of its `async for`.
 """
 
 from __future__ import annotations
@@ -129,6 +130,16 @@ APP = {
             return EventSourceResponse(first_connection() if last is None else resumed(), ping=1)
 
 
+        @router.websocket("/ws/echo")
+        async def echo(socket):
+            await socket.accept()
+            try:
+                async for message in socket:
+                    await socket.send_text(f"echo: {{message}}")
+            finally:
+                LOG.append("websocket closed")
+
+
         @router.post("/report")
         async def report(request):
             REPORTS.append(request.json)
@@ -167,7 +178,9 @@ def reports(server: Server) -> dict[str, Any]:
         return data
 
 
-def test_a_browser_event_source_receives_the_events(server: Server, tmp_path: Path) -> None:
+def test_a_browser_receives_events_and_talks_over_a_websocket(
+    server: Server, tmp_path: Path
+) -> None:
     browser = subprocess.Popen(
         [
             chromium(),
@@ -177,7 +190,7 @@ def test_a_browser_event_source_receives_the_events(server: Server, tmp_path: Pa
             "--disable-dev-shm-usage",
             "--no-first-run",
             f"--user-data-dir={tmp_path / 'profile'}",
-            f"{server.url}/",
+            f"{server.url}/?ws=1",
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -207,3 +220,6 @@ def test_a_browser_event_source_receives_the_events(server: Server, tmp_path: Pa
     assert seen["connections"] == [None, "2"]
     # Closing the EventSource stopped the producer of the open stream.
     assert wait_until(lambda: "finally resumed" in reports(server)["log"], 10)
+    # The WebSocket echoed, and the browser's close ended the handler's loop.
+    assert report["websocket"] == {"received": ["echo: hello from the browser"], "code": 1000}
+    assert wait_until(lambda: "websocket closed" in reports(server)["log"], 10)
