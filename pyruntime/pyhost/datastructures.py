@@ -9,7 +9,7 @@ over, so repeated keys are never lost; the plain mapping interface picks one val
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 RawPairs: TypeAlias = Mapping[str, str] | Iterable[tuple[str, str]]
 """What the constructors accept: a mapping, or an iterable of ``(name, value)`` pairs."""
@@ -97,26 +97,24 @@ class Headers(Mapping[str, str]):
         return f"{type(self).__name__}({self._list!r})"
 
 
-class QueryParams(Mapping[str, str]):
-    """Read-only view of the query string's parameters.
+V = TypeVar("V")
 
-    ``params["k"]`` and ``get`` return the *last* value of a repeated key; ``getlist`` returns all
-    of them in order and ``multi_items`` every pair. Keys are listed in first-seen order.
 
-    >>> q = QueryParams([("tag", "a"), ("page", "2"), ("tag", "b")])
-    >>> q["tag"], q.getlist("tag"), list(q)
-    ('b', ['a', 'b'], ['tag', 'page'])
+class MultiDict(Mapping[str, V]):
+    """Read-only pairs with repeated keys kept: ``d["k"]`` and ``get`` give the *last* value of
+    a repeated key, ``getlist`` all of them in order, ``multi_items`` every pair; keys are
+    listed in first-seen order. The base of :class:`QueryParams` and ``FormData``.
     """
 
     __slots__ = ("_dict", "_list")
 
-    def __init__(self, raw: RawPairs | None = None) -> None:
-        self._list = _pairs(raw)
+    def __init__(self, pairs: Iterable[tuple[str, V]] = ()) -> None:
+        self._list = list(pairs)
         # Re-assigning a dict key keeps its first position and takes the new value: exactly
         # "first-seen order, last value".
         self._dict = dict(self._list)
 
-    def __getitem__(self, key: str) -> str:
+    def __getitem__(self, key: str) -> V:
         return self._dict[key]
 
     def __contains__(self, key: object) -> bool:
@@ -128,21 +126,38 @@ class QueryParams(Mapping[str, str]):
     def __len__(self) -> int:
         return len(self._dict)
 
-    def getlist(self, key: str) -> list[str]:
+    def getlist(self, key: str) -> list[V]:
         """Return every value of ``key`` in the order given (empty if absent)."""
         return [value for name, value in self._list if name == key]
 
-    def multi_items(self) -> list[tuple[str, str]]:
+    def multi_items(self) -> list[tuple[str, V]]:
         """Return every ``(key, value)`` pair in the order given, repeats included."""
         return list(self._list)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._list!r})"
+
+
+class QueryParams(MultiDict[str]):
+    """Read-only view of the query string's parameters.
+
+    ``params["k"]`` and ``get`` return the *last* value of a repeated key; ``getlist`` returns all
+    of them in order and ``multi_items`` every pair. Keys are listed in first-seen order.
+
+    >>> q = QueryParams([("tag", "a"), ("page", "2"), ("tag", "b")])
+    >>> q["tag"], q.getlist("tag"), list(q)
+    ('b', ['a', 'b'], ['tag', 'page'])
+    """
+
+    __slots__ = ()
+
+    def __init__(self, raw: RawPairs | None = None) -> None:
+        super().__init__(_pairs(raw))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, QueryParams):
             return NotImplemented
         return _group(self._list) == _group(other._list)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._list!r})"
 
 
 class MutableHeaders(list[tuple[str, str]]):

@@ -14,10 +14,10 @@ body's chunks and a form being parsed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import IO, Any, Protocol
 
-from .datastructures import Headers
+from .datastructures import Headers, MultiDict
 
 
 class UploadFile:
@@ -106,7 +106,7 @@ FormValue = str | UploadFile
 """A form's value: text, or a file."""
 
 
-class FormData(Mapping[str, FormValue]):
+class FormData(MultiDict[FormValue]):
     """A parsed form: fields in the order they came, repeated names kept.
 
     ``form["k"]`` and ``get`` return the *last* value of a repeated name (as
@@ -118,31 +118,7 @@ class FormData(Mapping[str, FormValue]):
     ('b', ['a', 'b'], ['tag', 'name'])
     """
 
-    __slots__ = ("_dict", "_list")
-
-    def __init__(self, items: Iterable[tuple[str, FormValue]] = ()) -> None:
-        self._list = list(items)
-        self._dict = dict(self._list)
-
-    def __getitem__(self, key: str) -> FormValue:
-        return self._dict[key]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._dict
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._dict)
-
-    def __len__(self) -> int:
-        return len(self._dict)
-
-    def getlist(self, key: str) -> list[FormValue]:
-        """Every value of ``key``, in order (empty if absent)."""
-        return [value for name, value in self._list if name == key]
-
-    def multi_items(self) -> list[tuple[str, FormValue]]:
-        """Every ``(name, value)`` pair in order, repeats included."""
-        return list(self._list)
+    __slots__ = ()
 
     def files(self) -> list[tuple[str, UploadFile]]:
         """The file parts, with their field names, in order."""
@@ -152,9 +128,6 @@ class FormData(Mapping[str, FormValue]):
         """Close every file's temporary file that was opened."""
         for _, upload in self.files():
             await upload.close()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._list!r})"
 
 
 # --- the host's side: waiting on tokio from the loop -------------------------------------
