@@ -87,6 +87,14 @@ impl Answer {
             close: true,
         }
     }
+
+    /// This answer, with the connection closed after it.
+    fn closed(self) -> Self {
+        Self {
+            close: true,
+            ..self
+        }
+    }
 }
 
 impl From<Reply> for Answer {
@@ -260,18 +268,18 @@ impl HttpService {
         let service = self.clone();
         Step::ReadBody(Box::pin(async move {
             crate::streaming::form::remember_runtime();
+            let limit = service.admission.body_limit(&request.routed.route);
+            if declared_length(&request.parts.headers).is_some_and(|length| length > limit) {
+                return service.admission.too_large(limit).into();
+            }
             if own_way {
                 return if request.routed.route.stream {
-                    service.serve_stream(request, body).await
+                    service.serve_stream(request, body, limit).await
                 } else {
-                    service.serve_form(request, body).await
+                    service.serve_form(request, body, limit).await
                 };
             }
-            let limit = service.admission.body_limit(&request.routed.route);
-            let body = match service
-                .read_body(body, &request.parts.headers, limit, request.client)
-                .await
-            {
+            let body = match service.read_body(body, limit, request.client).await {
                 Ok(body) => body,
                 Err(answer) => return answer,
             };
@@ -306,11 +314,11 @@ impl HttpService {
         }
     }
 
-    /// Reads the whole body under the size limit (the route's) and the body timeout.
+    /// Reads the whole body under the size limit (the route's, `Content-Length` checked
+    /// against it already) and the body timeout.
     async fn read_body<B>(
         &self,
         body: B,
-        headers: &http::HeaderMap,
         body_limit: u64,
         client: Option<SocketAddr>,
     ) -> Result<Bytes, Answer>
@@ -318,9 +326,6 @@ impl HttpService {
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        if declared_length(headers).is_some_and(|length| length > body_limit) {
-            return Err(self.admission.too_large(body_limit).into());
-        }
         let limit = usize::try_from(body_limit).unwrap_or(usize::MAX);
         let charge = self.intake.begin(client.map(|address| address.ip()), limit);
         let collected = tokio::time::timeout(self.body_timeout, collect(body, limit, charge)).await;

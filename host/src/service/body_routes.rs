@@ -7,34 +7,31 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Admitted, Answer, HttpService, declared_length};
+use super::{Admitted, Answer, HttpService};
 use crate::streaming::channel;
 use crate::streaming::form::{self, Spool};
 use crate::streaming::request_body::{BodySource, Frames, STREAM_CAPACITY, feed};
 use pyhost_core::form::FormKind;
 
 impl HttpService {
-    /// A `stream=True` route: dispatched at once (taking its slot now), its body fed to the
+    /// A `stream=True` route (its `Content-Length` within `limit`, checked by the caller):
+    /// dispatched at once (taking its slot now), its body fed to the
     /// handler while the reply is awaited, no faster than the handler reads it.
-    pub(super) async fn serve_stream<B>(self: &Arc<Self>, request: Admitted, body: B) -> Answer
+    pub(super) async fn serve_stream<B>(
+        self: &Arc<Self>,
+        request: Admitted,
+        body: B,
+        limit: u64,
+    ) -> Answer
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let limit = self.admission.body_limit(&request.routed.route);
-        if declared_length(&request.parts.headers).is_some_and(|length| length > limit) {
-            return self.admission.too_large(limit).into();
-        }
         let request_id = request.request_id.clone();
         let (tx, rx) = channel::to_loop(STREAM_CAPACITY);
         let pending = match self.submit(request, Bytes::new(), BodySource::Stream(rx)) {
             Ok(pending) => pending,
-            Err(answer) => {
-                return Answer {
-                    close: true,
-                    ..answer
-                };
-            }
+            Err(answer) => return answer.closed(),
         };
         let mut frames = Frames::new(body, limit, self.body_timeout);
         let mut answer = {
@@ -57,25 +54,21 @@ impl HttpService {
     /// A route declaring a form: its head admitted first (a bad query is answered before any
     /// of the body is read), then its body parsed as a form, its declared fields checked, and
     /// only then the handler run. The form's temporary files are removed when this ends.
-    pub(super) async fn serve_form<B>(self: &Arc<Self>, request: Admitted, body: B) -> Answer
+    pub(super) async fn serve_form<B>(
+        self: &Arc<Self>,
+        request: Admitted,
+        body: B,
+        limit: u64,
+    ) -> Answer
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let limit = self.admission.body_limit(&request.routed.route);
-        if declared_length(&request.parts.headers).is_some_and(|length| length > limit) {
-            return self.admission.too_large(limit).into();
-        }
         let request_id = request.request_id.clone();
         let kind = FormKind::of(&request.parts.headers);
         let (mut data, route, head) = match self.admit(request, Bytes::new()) {
             Ok(admitted) => admitted,
-            Err(answer) => {
-                return Answer {
-                    close: true,
-                    ..answer
-                };
-            }
+            Err(answer) => return answer.closed(),
         };
         let mut frames = Frames::new(body, limit, self.body_timeout);
         let mut spool = Spool::default();
