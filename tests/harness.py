@@ -545,6 +545,39 @@ def assert_validation_error(payload: Any) -> list[dict[str, Any]]:
     return entries
 
 
+def rss(server: Server) -> int:
+    """The server process's resident memory, in bytes."""
+    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+class PeakRss:
+    """Samples a server's resident memory every 20 ms while the block runs: ``baseline`` is
+    what it was on entry, ``peak`` the most seen."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.baseline = self.peak = rss(server)
+        self._done = threading.Event()
+        self._sampler = threading.Thread(target=self._sample)
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            self.peak = max(self.peak, rss(self.server))
+            time.sleep(0.02)
+
+    def __enter__(self) -> PeakRss:
+        self._sampler.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self._sampler.join()
+        self.peak = max(self.peak, rss(self.server))
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

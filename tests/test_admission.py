@@ -9,13 +9,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.h2client import H2Client
-from tests.harness import Server, ServerFactory, make_config
+from tests.harness import Server, ServerFactory, make_config, rss
 
 APP = {
     "app/__init__.py": """
@@ -170,15 +169,9 @@ def test_bodies_left_unfinished_hold_bounded_memory(server_factory: ServerFactor
         """
     )
     with server_factory.serve(APP, config) as server:
-        status = Path(f"/proc/{server.proc.pid}/status")
-
-        def rss() -> int:
-            line = next(x for x in status.read_text().splitlines() if x.startswith("VmRSS:"))
-            return int(line.split()[1]) * 1024
-
         with httpx.Client(base_url=server.url) as http:
             assert http.post("/echo", content=b"x" * 100_000).status_code == 200
-        idle = rss()
+        idle = rss(server)
         half = b"x" * (512 * 1024)
         held = []
         answered: Counter[str] = Counter()
@@ -192,7 +185,7 @@ def test_bodies_left_unfinished_hold_bounded_memory(server_factory: ServerFactor
                     answered["reset"] += 1
                 held.append(sock)
             time.sleep(0.5)
-            peak = rss()
+            peak = rss(server)
             for sock in held:
                 sock.settimeout(0.05)
                 try:

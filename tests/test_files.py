@@ -29,6 +29,7 @@ from tests.harness import (
     base_env,
     make_config,
     raw_request,
+    rss,
     wait_until,
 )
 
@@ -425,13 +426,6 @@ def test_h2_serves_files_ranges_and_304(server: Server) -> None:
             head = client.response(client.request(target, method="HEAD"))
             assert head.status == 200 and not head.body
             assert dict(head.headers)["content-length"] == str(len(TEXT))
-
-
-def rss(server: Server) -> int:
-    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def download(server: Server, target: str, *, read_size: int = 1 << 20) -> tuple[str, int, int]:

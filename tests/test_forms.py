@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import Server, parse_response, wait_until
-from tests.uploads import connect, head, read_response, rss, spooled, uploads_server
+from tests.harness import PeakRss, Server, parse_response, wait_until
+from tests.uploads import connect, head, read_response, spooled, uploads_server
 
 MIB = 1024 * 1024
 LIMITS = """
@@ -138,18 +137,7 @@ def test_a_large_file_upload_keeps_memory_bounded(served: Server, spool: Path) -
 
     assert post(served, "/form", files={"warm": ("w", block * 2)}).status_code == 200
     time.sleep(0.3)
-    baseline = peak = rss(served)
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, rss(served))
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
+    with PeakRss(served) as memory:
         answered = post(
             served,
             "/form?read=false",
@@ -159,14 +147,11 @@ def test_a_large_file_upload_keeps_memory_bounded(served: Server, spool: Path) -
                 "content-length": str(length),
             },
         )
-    finally:
-        done.set()
-        sampler.join()
     assert answered.status_code == 200, answered.text
     ((_, file),) = answered.json()["fields"]
     assert file["size"] == size
     assert not file["in_memory"]
-    grew = peak - baseline
+    grew = memory.peak - memory.baseline
     assert grew < FORM_RSS_BOUND, f"RSS grew by {grew / MIB:.1f} MiB during a 64 MiB upload"
     assert wait_until(lambda: spooled(spool) == [], 5)
 

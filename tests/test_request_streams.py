@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from tests.h2client import H2Client, Stream
-from tests.harness import Server, chunked, parse_response, wait_until
-from tests.uploads import connect, head, read_response, rss, uploads_server
+from tests.harness import PeakRss, Server, chunked, parse_response, wait_until
+from tests.uploads import connect, head, read_response, uploads_server
 
 MIB = 1024 * 1024
 UPLOAD = 200 * MIB
@@ -59,34 +58,19 @@ def test_a_large_upload_streams_through_in_bounded_memory(served: Server) -> Non
         # Warm up: one-time costs (the route, the channel, the allocator's arenas) first.
         assert http.post("/upload", content=block * 4).status_code == 200
         time.sleep(0.3)
-        baseline = rss(served)
-        peak = baseline
-        done = threading.Event()
-
-        def sample() -> None:
-            nonlocal peak
-            while not done.is_set():
-                peak = max(peak, rss(served))
-                time.sleep(0.02)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
 
         def body() -> Iterator[bytes]:
             for _ in range(UPLOAD // MIB):
                 yield block
 
-        try:
+        with PeakRss(served) as memory:
             response = http.post("/upload", content=body(), headers={"content-length": str(UPLOAD)})
-        finally:
-            done.set()
-            sampler.join()
     assert response.status_code == 200, response.text
     result = response.json()
     assert result["size"] == UPLOAD
     assert result["sha256"] == expected.hexdigest()
     assert result["chunks"] > 1
-    grew = peak - baseline
+    grew = memory.peak - memory.baseline
     assert grew < STREAM_RSS_BOUND, f"RSS grew by {grew / MIB:.1f} MiB during a 200 MiB upload"
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.h2client import H2Client
-from tests.harness import Server, ServerFactory, make_config
+from tests.harness import Server, ServerFactory, make_config, rss
 
 MIB = 1 << 20
 BIG = 5 * MIB
@@ -71,13 +71,6 @@ def server(server_factory: ServerFactory) -> Iterator[Server]:
     )
     with server_factory.serve(APP, config) as server:
         yield server
-
-
-def rss(server: Server) -> int:
-    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def idle_rss(server: Server) -> int:

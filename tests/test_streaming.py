@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.h2client import H2Client
-from tests.harness import Server, ServerFactory, base_env, make_config, wait_until
+from tests.harness import Server, ServerFactory, base_env, make_config, rss, wait_until
 
 APP = {
     "app.py": """
@@ -420,13 +420,6 @@ def test_a_reader_that_takes_nothing_for_send_timeout_is_closed(
             sock.close()
 
 
-def _rss_kib(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
-    assert match is not None
-    return int(match.group(1))
-
-
 STALLED_READERS = 300
 CHUNK = 16 << 10
 PER_STREAM_BOUND = 4 * CHUNK + (128 << 10) + CHUNK + (32 << 10)
@@ -443,10 +436,9 @@ def test_many_stalled_readers_of_endless_streams_cost_bounded_memory(
     config = make_config(server="max_connections = 2000")
     env = base_env(MIMALLOC_PURGE_DELAY="0")
     with factory.serve(APP, config, env=env) as server:
-        pid = server.proc.pid
         with server.client() as client:
             client.get("/log")
-        idle = _rss_kib(pid)
+        idle = rss(server)
         sockets = []
         try:
             for n in range(STALLED_READERS):
@@ -462,7 +454,7 @@ def test_many_stalled_readers_of_endless_streams_cost_bounded_memory(
                 return total() == before
 
             assert wait_until(settled, 120), "the producers never stopped"
-            grown = (_rss_kib(pid) - idle) << 10
+            grown = rss(server) - idle
             bound = STALLED_READERS * PER_STREAM_BOUND + (32 << 20)
             assert grown < bound, f"{STALLED_READERS} stalled readers grew the server by {grown}"
         finally:

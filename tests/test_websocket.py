@@ -22,7 +22,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.harness import Server, ServerFactory
+from tests.harness import Server, ServerFactory, rss
 
 APP = {
     "app.py": """
@@ -569,14 +569,6 @@ def test_a_client_that_never_reads_costs_bounded_memory(server: Server) -> None:
         assert "flood disconnect 1006" in seen
     finally:
         raw.close()
-
-
-def rss(server: Server) -> int:
-    with open(f"/proc/{server.proc.pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 # --- limits and configuration -------------------------------------------------------------------

@@ -38,14 +38,6 @@ def uploads_server(
         yield running, spool
 
 
-def rss(server: Server) -> int:
-    """The server's resident memory, in bytes."""
-    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 def spooled(spool: Path) -> list[str]:
     """The upload files in the server's temporary directory."""
     return sorted(path.name for path in spool.iterdir() if path.name.startswith("pyhost-upload"))
