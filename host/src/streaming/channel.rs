@@ -253,13 +253,6 @@ impl<T> TokioSender<T> {
         }
         sent
     }
-
-    /// Resolves once the loop side is gone.
-    pub(crate) async fn closed(&self) {
-        if let Some(tx) = &self.tx {
-            tx.closed().await;
-        }
-    }
 }
 
 impl<T> Drop for TokioSender<T> {
@@ -341,6 +334,5 @@ mod tests {
         tx.send(1).await.ok();
         drop(rx);
         assert_eq!(tx.send(2).await, Err(2));
-        tx.closed().await;
     }
 }

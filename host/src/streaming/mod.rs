@@ -12,10 +12,7 @@
 //! - [`producer`]: a handler's `StreamingResponse`, produced by a task on the loop thread;
 //! - [`websocket`]: WebSocket routes: the upgrade, the handler's socket, the protocol.
 
-// Until every kind of stream is served, some of the channel's ends have no user yet.
-#[allow(dead_code)]
 pub(crate) mod body;
-#[allow(dead_code)]
 pub(crate) mod channel;
 pub(crate) mod file;
 pub(crate) mod form;
