@@ -157,17 +157,23 @@ def run_wrk(
         f"--script={script}",
         f"http://{HOST}:{port}{scenario.path}",
     ]
+    return _run_load("wrk", command, duration)
+
+
+def _run_load(name: str, command: list[str], duration: int) -> WrkResult:
+    """Run a load client that ends by printing a ``BENCH_RESULT`` JSON line (wrk with
+    report.lua, or wsload); RuntimeError if it does not."""
     try:
         done = subprocess.run(
             command, capture_output=True, text=True, timeout=duration + 60, check=False
         )
     except subprocess.TimeoutExpired as error:
-        raise RuntimeError(f"wrk did not finish within {error.timeout:.0f} s") from error
+        raise RuntimeError(f"{name} did not finish within {error.timeout:.0f} s") from error
     for line in done.stdout.splitlines():
         if line.startswith("BENCH_RESULT "):
             return _parse_result(json.loads(line.removeprefix("BENCH_RESULT ")))
     output = done.stdout[-2000:] + done.stderr[-2000:]
-    raise RuntimeError(f"wrk exited {done.returncode} without a result:\n{output}")
+    raise RuntimeError(f"{name} exited {done.returncode} without a result:\n{output}")
 
 
 def _parse_result(data: dict[str, float]) -> WrkResult:
@@ -210,14 +216,4 @@ def run_wsload(
         "--size",
         str(size),
     ]
-    try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=duration + 60, check=False
-        )
-    except subprocess.TimeoutExpired as error:
-        raise RuntimeError(f"wsload did not finish within {error.timeout:.0f} s") from error
-    for line in done.stdout.splitlines():
-        if line.startswith("BENCH_RESULT "):
-            return _parse_result(json.loads(line.removeprefix("BENCH_RESULT ")))
-    output = done.stdout[-2000:] + done.stderr[-2000:]
-    raise RuntimeError(f"wsload exited {done.returncode} without a result:\n{output}")
+    return _run_load("wsload", command, duration)

@@ -1,7 +1,7 @@
 """Collecting the figures of every round and rendering them as Markdown tables."""
 
 import statistics
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -120,6 +120,34 @@ def main_table(
     multi = counts != [1]
     head = ["scenario", "server", *(["workers"] if multi else []), *(c[1] for c in COLUMNS)]
     lines = _header(head, right_from=2)
+    for scenario, workers, server, reference, median in _cells(
+        results, scenarios, servers, counts, ran
+    ):
+        first = [scenario.name, server, *([str(workers)] if multi else [])]
+        if median is None:
+            lines.append(_row([*first, *(["FAILED"] * len(COLUMNS))]))
+            continue
+        cells = []
+        for attr, _, fmt in COLUMNS:
+            text = fmt(getattr(median, attr))
+            if server != PYHOST and reference is not None:
+                ratio = _ratio(getattr(reference, attr), getattr(median, attr))
+                text += f" ({ratio})" if ratio else ""
+            cells.append(text)
+        lines.append(_row([*first, *cells]))
+    return lines
+
+
+def _cells(
+    results: Results,
+    scenarios: list[Scenario],
+    servers: list[str],
+    counts: list[int],
+    ran: set[tuple[str, int]] | None,
+) -> Iterator[tuple[Scenario, int, str, Measurement | None, Measurement | None]]:
+    """Every (scenario, workers, server) cell a table shows, in table order, with pyhost's
+    median for the same scenario and workers (the reference) and the cell's own (None: it
+    failed). Servers not measured (``ran``) or whose app lacks the scenario are left out."""
     for scenario in scenarios:
         for workers in counts:
             reference = results.median(scenario.name, PYHOST, workers)
@@ -128,20 +156,8 @@ def main_table(
                     continue
                 if not implements(server, scenario.name):
                     continue
-                first = [scenario.name, server, *([str(workers)] if multi else [])]
                 median = results.median(scenario.name, server, workers)
-                if median is None:
-                    lines.append(_row([*first, *(["FAILED"] * len(COLUMNS))]))
-                    continue
-                cells = []
-                for attr, _, fmt in COLUMNS:
-                    text = fmt(getattr(median, attr))
-                    if server != PYHOST and reference is not None:
-                        ratio = _ratio(getattr(reference, attr), getattr(median, attr))
-                        text += f" ({ratio})" if ratio else ""
-                    cells.append(text)
-                lines.append(_row([*first, *cells]))
-    return lines
+                yield scenario, workers, server, reference, median
 
 
 def scaling_table(
@@ -260,30 +276,23 @@ def files_table(
     head = ["scenario", "server", *(["workers"] if multi else [])]
     head += ["MiB/s", "CPU ms/GiB", "core busy"]
     rows: list[str] = []
-    for scenario in scenarios:
-        if not scenario.file_size:
+    downloads = [scenario for scenario in scenarios if scenario.file_size]
+    for scenario, workers, server, reference, median in _cells(
+        results, downloads, servers, counts, ran
+    ):
+        if median is None:
             continue
         per_gib = (1 << 30) / scenario.file_size
-        for workers in counts:
-            reference = results.median(scenario.name, PYHOST, workers)
-            for server in servers:
-                if ran is not None and (server, workers) not in ran:
-                    continue
-                if not implements(server, scenario.name):
-                    continue
-                median = results.median(scenario.name, server, workers)
-                if median is None:
-                    continue
-                mib_s = median.rps * scenario.file_size / (1 << 20)
-                cpu_ms_gib = median.cpu_us_per_req * per_gib / 1000
-                busy = median.rps * median.cpu_us_per_req / 1e6
-                cells = [f"{mib_s:,.0f}", f"{cpu_ms_gib:,.0f}", f"{busy:.0%}"]
-                if server != PYHOST and reference is not None:
-                    cells[0] += f" ({_ratio(reference.rps, median.rps)})"
-                    ratio = _ratio(reference.cpu_us_per_req, median.cpu_us_per_req)
-                    cells[1] += f" ({ratio})"
-                first = [scenario.name, server, *([str(workers)] if multi else [])]
-                rows.append(_row([*first, *cells]))
+        mib_s = median.rps * scenario.file_size / (1 << 20)
+        cpu_ms_gib = median.cpu_us_per_req * per_gib / 1000
+        busy = median.rps * median.cpu_us_per_req / 1e6
+        cells = [f"{mib_s:,.0f}", f"{cpu_ms_gib:,.0f}", f"{busy:.0%}"]
+        if server != PYHOST and reference is not None:
+            cells[0] += f" ({_ratio(reference.rps, median.rps)})"
+            ratio = _ratio(reference.cpu_us_per_req, median.cpu_us_per_req)
+            cells[1] += f" ({ratio})"
+        first = [scenario.name, server, *([str(workers)] if multi else [])]
+        rows.append(_row([*first, *cells]))
     return [*_header(head, right_from=2), *rows] if rows else []
 
 
