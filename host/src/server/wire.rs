@@ -5,7 +5,7 @@
 //! body bytes there: the heads of HEAD and 204 answers and of responses whose bodies hyper
 //! has taken, pipelined behind a client that never reads.
 //!
-//! Cost: one relaxed atomic addition per write system call, one store when a write blocks.
+//! Cost per write system call: one relaxed atomic addition and one relaxed store.
 
 use std::io;
 use std::pin::Pin;
