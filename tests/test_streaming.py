@@ -91,6 +91,11 @@ APP = {
             return StreamingResponse(chunks())
 
 
+        @router.get("/whole")
+        async def whole(request):
+            return b"y" * 100_000
+
+
         @router.get("/fails/{name}")
         async def fails(request):
             name = request.path_params["name"]
@@ -467,3 +472,27 @@ def test_many_stalled_readers_of_endless_streams_cost_bounded_memory(
             ),
             30,
         )
+
+
+def test_stalled_streams_do_not_fill_the_buffer_of_whole_responses(
+    pyhost_bin: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # What a stream holds is bounded by its own channel and hyper's queue, so it is charged to
+    # its connection (for the send timeout) but not to the server's response budget: 20
+    # stalled streams, whose queued chunks pass that budget, must not make a whole response
+    # on another connection a 503.
+    factory = ServerFactory(pyhost_bin, tmp_path_factory)
+    config = make_config(server='response_buffer = "1 MiB"\nbody_timeout = 30')
+    with factory.serve(APP, config) as server:
+        sockets = [
+            open_raw(server, f"/endless/b{n}?size=65536", rcvbuf=4096) for n in range(20)
+        ]
+        try:
+            assert wait_until(lambda: len(state(server)["progress"]) == 20, 30)
+            time.sleep(1.0)
+            with server.client() as client:
+                statuses = [client.get("/whole").status_code for _ in range(5)]
+            assert statuses == [200] * 5, statuses
+        finally:
+            for sock in sockets:
+                sock.close()

@@ -248,6 +248,19 @@ impl Outbox {
         Charge {
             outbox: self.clone(),
             bytes,
+            server: true,
+        }
+    }
+
+    /// A streamed chunk: charged to the connection only. What a stream holds is bounded by
+    /// its producer's channel and hyper's queue, not by the budget, and charging it there let
+    /// stalled streams turn every other client's whole responses into 503s.
+    fn charge_stream(self: &Arc<Self>, bytes: usize) -> Charge {
+        self.held.fetch_add(bytes, Ordering::Relaxed);
+        Charge {
+            outbox: self.clone(),
+            bytes,
+            server: false,
         }
     }
 
@@ -275,6 +288,7 @@ impl Outbox {
         Ok(Charge {
             outbox: self.clone(),
             bytes,
+            server: true,
         })
     }
 }
@@ -303,15 +317,19 @@ impl Drop for RequestGuard {
 struct Charge {
     outbox: Arc<Outbox>,
     bytes: usize,
+    /// Also charged to the server's budget.
+    server: bool,
 }
 
 impl Drop for Charge {
     fn drop(&mut self) {
         self.outbox.held.fetch_sub(self.bytes, Ordering::Relaxed);
-        self.outbox
-            .budget
-            .held
-            .fetch_sub(self.bytes, Ordering::Relaxed);
+        if self.server {
+            self.outbox
+                .budget
+                .held
+                .fetch_sub(self.bytes, Ordering::Relaxed);
+        }
     }
 }
 
@@ -363,9 +381,11 @@ pub(super) struct OutBody {
     rest: Bytes,
     /// The connection to credit each piece to, for a body cut into pieces.
     pieces: Option<Arc<Outbox>>,
-    /// Where more bytes come from once `rest` is sent: each chunk is charged to the budgets
-    /// (past the caps: the producer is held back by its channel, so what a stream holds is
-    /// bounded by hyper's and h2's buffers plus the chunk in hand) and cut into pieces.
+    /// Where more bytes come from once `rest` is sent: each chunk is charged to the
+    /// connection (for the send timeout; not to the server's budget, see
+    /// [`Outbox::charge_stream`]) and cut into pieces. The producer is held back by its
+    /// channel, so what a stream holds is bounded by hyper's and h2's buffers plus the chunk
+    /// in hand.
     stream: Option<Streamed>,
     _request: RequestGuard,
 }
@@ -411,7 +431,7 @@ impl http_body::Body for OutBody {
                         let Some(outbox) = &this.pieces else {
                             return Poll::Ready(None);
                         };
-                        let charge = outbox.charge_anyway(data.len());
+                        let charge = outbox.charge_stream(data.len());
                         this.rest = Bytes::from_owner(Charged {
                             bytes: data,
                             charge,
