@@ -484,9 +484,7 @@ def test_stalled_streams_do_not_fill_the_buffer_of_whole_responses(
     factory = ServerFactory(pyhost_bin, tmp_path_factory)
     config = make_config(server='response_buffer = "1 MiB"\nbody_timeout = 30')
     with factory.serve(APP, config) as server:
-        sockets = [
-            open_raw(server, f"/endless/b{n}?size=65536", rcvbuf=4096) for n in range(20)
-        ]
+        sockets = [open_raw(server, f"/endless/b{n}?size=65536", rcvbuf=4096) for n in range(20)]
         try:
             assert wait_until(lambda: len(state(server)["progress"]) == 20, 30)
             time.sleep(1.0)
