@@ -313,7 +313,7 @@ impl Watch {
     /// ticks no longer than the linger's.
     fn linger(&mut self, linger: Duration, limits: &ConnectionLimits, outbox: &Outbox) {
         self.tick = self.tick.min(tick_for(linger));
-        self.send = Check::new(limits.send_timeout, self.tick, outbox.taken(), true);
+        self.send = Check::new(limits.send_timeout, self.tick, outbox.progress(), true);
         self.write = Check::new(limits.send_timeout, self.tick, outbox.writes().1, true);
         self.idle = None;
         self.linger = Some(Check::new(linger, self.tick, outbox.events(), true));
@@ -324,7 +324,7 @@ impl Watch {
         loop {
             let sending = outbox.held() > 0;
             if sending && !self.sending {
-                self.send.seen = outbox.taken();
+                self.send.seen = outbox.progress();
                 self.send.quiet = if self.armed { -1 } else { 0 };
             }
             self.sending = sending;
@@ -353,7 +353,7 @@ impl Watch {
             // From now, not from the deadline: a runtime held up past several ticks must not
             // have them all counted at once against the client.
             sleep.as_mut().reset(Instant::now() + tick);
-            if sending && self.send.still(outbox.taken(), false) {
+            if sending && self.send.still(outbox.progress(), false) {
                 return Poll::Ready(Verdict::Stalled);
             }
             let (blocked, written) = outbox.writes();

@@ -28,9 +28,10 @@ pub const H2_CONNECTION_WINDOW: u32 = 1 << 20;
 /// bounds h2's copy of it, not the response.)
 pub const H2_MAX_SEND_BUF: usize = CHUNK;
 
-/// The size of the pieces a response body is handed to hyper in. Sending progress is counted
-/// in whole pieces (a piece counts once the client has taken all of it), so `send_timeout`
-/// asks a client to take at least this much per timeout.
+/// The size of the pieces a response body is handed to hyper in over HTTP/2. Sending progress
+/// is counted in whole pieces there (a piece counts once the client has taken all of it), so
+/// `send_timeout` asks an HTTP/2 client to take at least this much per timeout. HTTP/1 bodies
+/// are not cut: their progress is the socket's writes (`outbox.rs`).
 pub const CHUNK: usize = 64 << 10;
 
 /// After SIGTERM, how long an idle HTTP/1 connection is kept open for one more request

@@ -11,9 +11,13 @@
 //! the budgets count exactly what is held. A response that would pass a cap is answered 503
 //! instead and its bytes freed at once.
 //!
-//! The body goes to hyper in pieces of [`CHUNK`], each owning its share of the charge's
-//! allocation; a piece counts as taken when hyper or h2 drops it, written. That count is the
-//! connection's sending progress.
+//! Over HTTP/2 the body goes to hyper in pieces of [`CHUNK`], each owning its share of the
+//! charge's allocation; a piece counts as taken when h2 drops it, written. That count is the
+//! connection's sending progress: its streams share the socket, so the socket's writes cannot
+//! tell which of them is moving. An HTTP/1 connection sends one response at a time, so every
+//! byte its socket takes is that response's: its progress is its socket's writes (`wire.rs`),
+//! and its bodies go to hyper uncut, as large as they come (a file's chunks, a handler's
+//! buffer), which hyper then writes with fewer and larger `writev` calls.
 //!
 //! Hot-path cost, per response with a body: two atomic additions (the connection's count,
 //! uncontended, and the server's, shared by the workers), one small allocation for the owner,
@@ -102,6 +106,8 @@ pub(super) struct Outbox {
     blocked: AtomicBool,
     /// Bodies up to this size are sent uncharged (see [`Outbox::http1`]).
     uncharged: usize,
+    /// HTTP/1: bodies are not cut into pieces, and progress is counted in written bytes.
+    http1: bool,
 }
 
 impl Outbox {
@@ -118,6 +124,7 @@ impl Outbox {
             written: AtomicU64::new(0),
             blocked: AtomicBool::new(false),
             uncharged: 0,
+            http1: false,
         }
     }
 
@@ -127,8 +134,12 @@ impl Outbox {
     /// the refused writes of its socket (`wire.rs`) as for a head. The charge is an
     /// allocation and four atomic operations per response (by callgrind, about 1% of a
     /// `/hello` request); HTTP/2, whose streams can leave many responses waiting, keeps it.
+    ///
+    /// Bodies are also handed to hyper whole, and the connection's progress is its socket's
+    /// writes (see [`Outbox::progress`]).
     pub(super) fn http1(mut self) -> Self {
         self.uncharged = UNCHARGED;
+        self.http1 = true;
         self
     }
 
@@ -158,8 +169,20 @@ impl Outbox {
     }
 
     /// Response bytes of this connection that clients have taken so far.
-    pub(super) fn taken(&self) -> u64 {
+    #[cfg(test)]
+    fn taken(&self) -> u64 {
         self.taken.load(Ordering::Relaxed)
+    }
+
+    /// How far this connection's responses have got, for the send timeout: for HTTP/1 the
+    /// bytes its socket has taken (one response is written at a time, so they are that
+    /// response's), for HTTP/2 the body bytes of its streams that h2 has written.
+    pub(super) fn progress(&self) -> u64 {
+        if self.http1 {
+            self.written.load(Ordering::Relaxed)
+        } else {
+            self.taken.load(Ordering::Relaxed)
+        }
     }
 
     /// Requests begun whose response body hyper has not dropped yet.
@@ -212,7 +235,7 @@ impl Outbox {
         match self.charge(bytes.len()) {
             Ok(charge) => {
                 let length = bytes.len();
-                let pieces = length > CHUNK;
+                let pieces = !self.http1 && length > CHUNK;
                 let owner = Charged {
                     bytes,
                     charge,
@@ -379,11 +402,12 @@ impl Drop for Piece {
 /// streamed body the stream they come from.
 pub(super) struct OutBody {
     rest: Bytes,
-    /// The connection to credit each piece to, for a body cut into pieces.
+    /// The connection to credit each piece to, for a body cut into pieces (HTTP/2), and to
+    /// charge a stream's chunks to.
     pieces: Option<Arc<Outbox>>,
     /// Where more bytes come from once `rest` is sent: each chunk is charged to the
     /// connection (for the send timeout; not to the server's budget, see
-    /// [`Outbox::charge_stream`]) and cut into pieces. The producer is held back by its
+    /// [`Outbox::charge_stream`]) and, over HTTP/2, cut into pieces. The producer is held back by its
     /// channel, so what a stream holds is bounded by hyper's and h2's buffers plus the chunk
     /// in hand.
     stream: Option<Streamed>,
@@ -444,14 +468,14 @@ impl http_body::Body for OutBody {
             }
         }
         let data = match &this.pieces {
-            None => std::mem::take(&mut this.rest),
-            Some(outbox) => {
+            Some(outbox) if !outbox.http1 => {
                 let piece = this.rest.split_to(this.rest.len().min(CHUNK));
                 Bytes::from_owner(Piece {
                     bytes: piece,
                     outbox: outbox.clone(),
                 })
             }
+            _ => std::mem::take(&mut this.rest),
         };
         Poll::Ready(Some(Ok(Frame::data(data))))
     }
@@ -595,6 +619,23 @@ mod tests {
         assert_eq!(fits.status(), StatusCode::OK);
         drop((big, fits));
         assert_eq!(budget.held(), 0);
+    }
+
+    #[test]
+    fn an_http1_body_goes_whole_and_its_progress_is_the_sockets() {
+        let budget = Arc::new(Budget::new(1 << 20));
+        let outbox = Arc::new(Outbox::new(budget.clone(), Arc::default(), 1 << 20).http1());
+        let length = 3 * CHUNK + 5;
+        let mut sent = outbox.begin().respond(response(length), true);
+        assert_eq!(budget.held(), length);
+        let pieces = drain_body(sent.body_mut());
+        assert_eq!(pieces.iter().map(Bytes::len).collect::<Vec<_>>(), [length]);
+        drop(sent);
+        assert_eq!(outbox.progress(), 0);
+        outbox.wrote(1000);
+        assert_eq!(outbox.progress(), 1000, "a write is progress, whole piece or not");
+        drop(pieces);
+        assert_eq!((budget.held(), outbox.held()), (0, 0));
     }
 
     #[test]
