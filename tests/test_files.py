@@ -534,9 +534,10 @@ def test_many_stalled_downloads_are_bounded(server: Server) -> None:
             peak = max(peak, rss(server))
             time.sleep(0.05)
         print(f"figure: 50 stalled downloads, server RSS +{(peak - idle) / MIB:.1f} MiB")
-        # Each holds at most three 256 KiB chunks: one in hyper's write buffer (128 KiB of
-        # pieces), the one being cut into pieces, and the one read ahead. 1.5 MiB leaves room
-        # for the allocator; without the bound this is 50 times the file.
+        # Each holds at most three 256 KiB chunks: two in hyper's write queue (it asks for the
+        # next once less than 128 KiB of the one it writes is left), and one read ahead when
+        # the file is not cached. 1.5 MiB leaves room for the allocator; without the bound
+        # this is 50 times the file.
         per_download = (peak - idle) / 50
         assert per_download < 1.5 * MIB, f"{per_download / MIB:.2f} MiB per stalled download"
         with server.client() as http:

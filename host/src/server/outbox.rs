@@ -633,7 +633,11 @@ mod tests {
         drop(sent);
         assert_eq!(outbox.progress(), 0);
         outbox.wrote(1000);
-        assert_eq!(outbox.progress(), 1000, "a write is progress, whole piece or not");
+        assert_eq!(
+            outbox.progress(),
+            1000,
+            "a write is progress, whole piece or not"
+        );
         drop(pieces);
         assert_eq!((budget.held(), outbox.held()), (0, 0));
     }

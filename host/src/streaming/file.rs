@@ -10,11 +10,12 @@
 //! `fs::File` keeps one of its own and copies twice). A chunk is first read on the tokio
 //! worker with `preadv2(RWF_NOWAIT)`, which copies what the page cache holds and refuses
 //! (`EAGAIN`) rather than wait for the disk: a cached file, the usual case for a file served
-//! often, costs no thread hop (two futex wake-ups and two context switches per chunk, about a
-//! fifth of the server's CPU per byte, `docs/files.md`). A chunk that is not cached is read
-//! with `pread` on the blocking pool, and the chunk after it is read ahead while hyper sends
-//! it, so the disk's wait overlaps the socket's; a cached chunk is read only when hyper asks
-//! for it. A response holds at most one chunk beyond what hyper holds, whatever its client
+//! often, costs no thread hop (a futex wake-up, an eventfd write and two context switches per
+//! chunk, the largest cost after the copies: `docs/files.md`). What the worker does instead is
+//! one copy of the chunk, as the socket write that follows does. A chunk that is not cached is
+//! read with `pread` on the blocking pool, and the chunk after it is read ahead while hyper
+//! sends it, so the disk's wait overlaps the socket's; a cached chunk is read only when hyper
+//! asks for it. A response holds at most one chunk beyond what hyper holds, whatever its client
 //! does. A blocking thread is taken only for the length of one read, so a thousand stalled
 //! downloads hold no thread.
 //! `sendfile(2)` would skip the copy, but hyper owns the socket and writes only the buffers it
