@@ -1157,6 +1157,45 @@ mod tests {
     }
 
     #[test]
+    fn cached_and_blocking_reads_give_the_same_bytes() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("pyhost-cached-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let content: Vec<u8> = (0..FILE_CHUNK * 3 + 77).map(|i| (i % 241) as u8).collect();
+        let path = dir.join("cached.bin");
+        std::fs::write(&path, &content).unwrap();
+        // Just written, so in the page cache: the worker's read takes it whole, unless the
+        // file system does not do such reads (then the pool reads every chunk).
+        let file = std::fs::File::open(&path).unwrap();
+        let mut buffer = BytesMut::with_capacity(FILE_CHUNK);
+        match read_nowait(&file, 5, &mut buffer, FILE_CHUNK) {
+            Ok(read) => {
+                assert_eq!(read, FILE_CHUNK);
+                assert_eq!(&buffer[..], &content[5..5 + FILE_CHUNK]);
+            }
+            Err(err) => assert!(
+                matches!(
+                    err.raw_os_error(),
+                    Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS)
+                ),
+                "{err}"
+            ),
+        }
+        runtime.block_on(async {
+            for cached_reads in [true, false] {
+                let file = std::fs::File::open(&path).unwrap();
+                let mut body = FileBody::new(file, 3, content.len() as u64 - 3);
+                body.cached_reads = cached_reads;
+                let bytes = body.collect().await.unwrap().to_bytes();
+                assert_eq!(&bytes[..], &content[3..], "cached reads: {cached_reads}");
+            }
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn media_types_come_from_the_extension() {
         let guess = |name: &str| {
             guess_media_type(Path::new(name))
