@@ -448,8 +448,22 @@ def test_max_requests_recycles_workers_without_failing_a_request(
         assert not results.failures, results.describe()
         assert len(results.pids()) >= 4, results.describe()
         assert not (children(server.proc.pid) & first)
-        # No worker served far beyond its limit before being replaced.
-        assert max(results.pids().values()) < 400, results.describe()
+        # Each retired worker was replaced at its limit (150 to 180 with the jitter), not
+        # before it and not long after: it serves on until its replacement is ready, which on
+        # a loaded machine takes a second or more, but not the thousands of requests more it
+        # would serve in this time without the limit. Only the workers started during the load
+        # have all their requests counted here (the first ones also answered wait_for_workers).
+        serving = children(server.proc.pid)
+        retired = {
+            pid: count
+            for pid, count in results.pids().items()
+            if pid is not None and pid not in serving
+        }
+        assert len(retired) >= 2, results.describe()
+        assert all(count < 1500 for count in retired.values()), results.describe()
+        assert all(count >= 150 for pid, count in retired.items() if pid not in first), (
+            results.describe()
+        )
 
 
 def test_max_worker_memory_recycles_a_leaking_worker(server_factory: ServerFactory) -> None:
