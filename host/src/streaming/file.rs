@@ -823,6 +823,16 @@ impl std::fmt::Debug for FileBody {
 mod tests {
     use super::*;
 
+    /// A current-thread runtime and a fresh directory named after `tag`, for a test's files.
+    fn runtime_and_dir(tag: &str) -> (tokio::runtime::Runtime, PathBuf) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("pyhost-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        (runtime, dir)
+    }
+
     #[test]
     fn ranges_parse_as_rfc_9110_says() {
         use ByteRange::*;
@@ -931,13 +941,9 @@ mod tests {
 
     #[test]
     fn preconditions_give_304_412_and_ranges_206_416() {
-        // A body starts its first read at once, on the blocking pool.
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        // A read the page cache cannot answer goes to the blocking pool, which needs a runtime.
+        let (runtime, dir) = runtime_and_dir("file");
         let _entered = runtime.enter();
-        let dir = std::env::temp_dir().join(format!("pyhost-file-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
         let (reply, body) = answer(
             opened(&dir, b"0123456789"),
             &request(Conditions::default(), Method::Get),
@@ -1124,11 +1130,7 @@ mod tests {
 
     #[test]
     fn a_body_spans_chunks_and_a_shrunk_file_cuts_it_short() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let dir = std::env::temp_dir().join(format!("pyhost-chunks-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let (runtime, dir) = runtime_and_dir("chunks");
         let content: Vec<u8> = (0..FILE_CHUNK * 2 + 1000)
             .map(|i| (i % 251) as u8)
             .collect();
@@ -1158,11 +1160,7 @@ mod tests {
 
     #[test]
     fn cached_and_blocking_reads_give_the_same_bytes() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let dir = std::env::temp_dir().join(format!("pyhost-cached-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let (runtime, dir) = runtime_and_dir("cached");
         let content: Vec<u8> = (0..FILE_CHUNK * 3 + 77).map(|i| (i % 241) as u8).collect();
         let path = dir.join("cached.bin");
         std::fs::write(&path, &content).unwrap();
